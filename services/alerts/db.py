@@ -1,0 +1,91 @@
+"""Alert store schema (SQLAlchemy Core) and engine set-up. The schema is created by Alembic
+(services/alerts/migrations); these table objects are what the code queries."""
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+metadata = MetaData()
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("alert_id", Uuid, primary_key=True),
+    Column("study_id", String(50), nullable=False),
+    Column("site_id", String(50), nullable=False),
+    Column("subject_id", String(50), nullable=False),
+    Column("rule_id", String(50), nullable=False),
+    Column("severity", String(20), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("trigger_event_id", Uuid, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+    Column("due_at", DateTime(timezone=True)),
+    Column("acknowledged_by", String(200)),
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("acknowledgement_comment", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_alerts_status_severity", "status", "severity"),
+    Index("ix_alerts_subject", "subject_id"),
+)
+
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("event_id", Uuid, primary_key=True),
+    Column("alert_id", Uuid, ForeignKey("alerts.alert_id"), nullable=False, index=True),
+    Column("event_type", String(50), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200)),
+    Column("event", JSON, nullable=False),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("notification_id", Uuid, primary_key=True),
+    Column("alert_id", Uuid, ForeignKey("alerts.alert_id"), nullable=False, index=True),
+    Column("alert_state", String(20), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("recipient", String(320), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    Index("ix_notifications_status", "status"),
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_engine(database_url: str) -> AsyncEngine:
+    if database_url.startswith("sqlite"):
+        Path(database_url.split("///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
+    return create_async_engine(database_url, pool_pre_ping=True)
+
+
+def upgrade_schema(database_url: str) -> None:
+    """Bring the database to the newest schema (Alembic `upgrade head`). Runs its own event loop:
+    call it from a thread when a loop is already running."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", database_url)
+    command.upgrade(config, "head")

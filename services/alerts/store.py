@@ -1,0 +1,229 @@
+"""The alert store: idempotent writes keyed by alert, event and notification ids."""
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import case, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.alerts.db import alert_events, alerts, notifications
+from services.alerts.domain import (
+    OPEN_STATUSES,
+    AlertStatus,
+    after_acknowledged,
+    after_notified,
+)
+from shared.events import (
+    SEVERITY_RANK,
+    AlertAcknowledged,
+    AlertRaised,
+    Envelope,
+    derive_id,
+    utc_now,
+)
+
+EMAIL = "email"
+
+
+@dataclass(frozen=True)
+class PendingNotification:
+    notification_id: uuid.UUID
+    alert_id: uuid.UUID
+    recipient: str
+    attempts: int
+
+
+class AlertNotFound(LookupError):
+    pass
+
+
+def _insert_ignoring_duplicates(connection: AsyncConnection, table):
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+class AlertStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def record_raised(self, event: AlertRaised, recipients: list[str]) -> bool:
+        """Store a raised alert and queue one email per recipient, all or nothing.
+        Returns False when the alert was already stored (a redelivery)."""
+        p = event.payload
+        async with self.engine.begin() as conn:
+            stored = await conn.execute(
+                _insert_ignoring_duplicates(conn, alerts).values(
+                    alert_id=p.alert_id,
+                    study_id=event.study_id,
+                    site_id=event.site_id,
+                    subject_id=event.subject_id,
+                    rule_id=p.rule_id,
+                    severity=p.severity.value,
+                    status=AlertStatus.RAISED.value,
+                    title=p.title,
+                    detail=p.detail,
+                    trigger_event_id=p.trigger_event_id,
+                    occurred_at=event.occurred_at,
+                    raised_at=event.recorded_at,
+                    due_at=p.due_at,
+                    updated_at=utc_now(),
+                )
+            )
+            if stored.rowcount == 0:
+                return False
+            await self._append_event(conn, event, p.alert_id, actor=None)
+            for recipient in recipients:
+                await conn.execute(
+                    _insert_ignoring_duplicates(conn, notifications).values(
+                        notification_id=derive_id(
+                            "notification",
+                            str(p.alert_id),
+                            AlertStatus.RAISED.value,
+                            EMAIL,
+                            recipient,
+                        ),
+                        alert_id=p.alert_id,
+                        alert_state=AlertStatus.RAISED.value,
+                        channel=EMAIL,
+                        recipient=recipient,
+                        status="pending",
+                        attempts=0,
+                        created_at=utc_now(),
+                    )
+                )
+        return True
+
+    async def acknowledge(self, event: AlertAcknowledged) -> dict:
+        """Apply an acknowledgement; applying the same event twice changes nothing."""
+        p = event.payload
+        async with self.engine.begin() as conn:
+            row = await self._lock_alert(conn, p.alert_id)
+            if await self._has_event(conn, event.event_id):
+                return dict(row._mapping)
+            status = after_acknowledged(AlertStatus(row.status))
+            await conn.execute(
+                update(alerts)
+                .where(alerts.c.alert_id == p.alert_id)
+                .values(
+                    status=status.value,
+                    acknowledged_by=p.acknowledged_by,
+                    acknowledged_at=event.recorded_at,
+                    acknowledgement_comment=p.comment,
+                    updated_at=utc_now(),
+                )
+            )
+            await self._append_event(conn, event, p.alert_id, actor=p.acknowledged_by)
+            return dict((await self._lock_alert(conn, p.alert_id))._mapping)
+
+    async def pending_notifications(
+        self, alert_id: uuid.UUID | None = None, max_attempts: int = 10
+    ) -> list[PendingNotification]:
+        query = select(notifications).where(
+            notifications.c.status != "sent", notifications.c.attempts < max_attempts
+        )
+        if alert_id is not None:
+            query = query.where(notifications.c.alert_id == alert_id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(notifications.c.created_at))).all()
+        return [
+            PendingNotification(r.notification_id, r.alert_id, r.recipient, r.attempts)
+            for r in rows
+        ]
+
+    async def mark_notification(self, note: PendingNotification, error: str | None) -> None:
+        async with self.engine.begin() as conn:
+            values: dict = {"attempts": note.attempts + 1, "last_error": error}
+            if error is None:
+                values |= {"status": "sent", "sent_at": utc_now()}
+            else:
+                values |= {"status": "failed"}
+            await conn.execute(
+                update(notifications)
+                .where(notifications.c.notification_id == note.notification_id)
+                .values(**values)
+            )
+            if error is None:
+                row = await self._lock_alert(conn, note.alert_id)
+                status = after_notified(AlertStatus(row.status))
+                await conn.execute(
+                    update(alerts)
+                    .where(alerts.c.alert_id == note.alert_id)
+                    .values(status=status.value, updated_at=utc_now())
+                )
+
+    async def get(self, alert_id: uuid.UUID) -> dict:
+        async with self.engine.connect() as conn:
+            row = await self._lock_alert(conn, alert_id, lock=False)
+            history = (
+                await conn.execute(
+                    select(
+                        alert_events.c.event_type, alert_events.c.recorded_at, alert_events.c.actor
+                    )
+                    .where(alert_events.c.alert_id == alert_id)
+                    .order_by(alert_events.c.recorded_at)
+                )
+            ).all()
+            deliveries = (
+                await conn.execute(
+                    select(
+                        notifications.c.channel,
+                        notifications.c.recipient,
+                        notifications.c.status,
+                        notifications.c.attempts,
+                        notifications.c.last_error,
+                        notifications.c.sent_at,
+                    ).where(notifications.c.alert_id == alert_id)
+                )
+            ).all()
+        return dict(row._mapping) | {
+            "history": [dict(h._mapping) for h in history],
+            "notifications": [dict(d._mapping) for d in deliveries],
+        }
+
+    async def list_alerts(
+        self, open_only: bool = True, subject_id: str | None = None, limit: int = 500
+    ) -> list[dict]:
+        severity_order = case(
+            {severity.value: rank for severity, rank in SEVERITY_RANK.items()},
+            value=alerts.c.severity,
+        )
+        query = select(alerts)
+        if open_only:
+            query = query.where(alerts.c.status.in_([s.value for s in OPEN_STATUSES]))
+        if subject_id:
+            query = query.where(alerts.c.subject_id == subject_id)
+        query = query.order_by(severity_order, alerts.c.raised_at).limit(limit)
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+    async def _lock_alert(self, conn: AsyncConnection, alert_id: uuid.UUID, lock: bool = True):
+        query = select(alerts).where(alerts.c.alert_id == alert_id)
+        if lock and conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
+        if row is None:
+            raise AlertNotFound(str(alert_id))
+        return row
+
+    async def _has_event(self, conn: AsyncConnection, event_id: uuid.UUID) -> bool:
+        query = select(alert_events.c.event_id).where(alert_events.c.event_id == event_id)
+        return (await conn.execute(query)).first() is not None
+
+    async def _append_event(
+        self, conn: AsyncConnection, event: Envelope, alert_id: uuid.UUID, actor: str | None
+    ) -> None:
+        await conn.execute(
+            _insert_ignoring_duplicates(conn, alert_events).values(
+                event_id=event.event_id,
+                alert_id=alert_id,
+                event_type=event.event_type,
+                recorded_at=event.recorded_at,
+                actor=actor,
+                event=event.model_dump(mode="json"),
+            )
+        )
+
+
+def is_open(row: dict) -> bool:
+    return AlertStatus(row["status"]) in OPEN_STATUSES

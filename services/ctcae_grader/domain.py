@@ -1,0 +1,211 @@
+"""The grader's pure core: one clinical event in, the derived events out. No I/O.
+
+Every derived event's id comes from the event that caused it and the rule, so a redelivered input
+produces the same outputs and downstream consumers drop the repeats.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from services.ctcae_grader.rules import (
+    AE_GRADE_ALERT_MIN,
+    DAY1_HOLD_RULES,
+    IRAE_GRADE_ALERT_MIN,
+    LAB_GRADE_ALERT_MIN,
+    SAE_REPORTING_HOURS,
+    Day1HoldRule,
+)
+from shared.ctcae import References, grade_lab
+from shared.events import (
+    AdverseEventReported,
+    AlertRaised,
+    AlertRaisedPayload,
+    DoseDecisionMade,
+    DoseDecisionPayload,
+    DrugAction,
+    Envelope,
+    LabGraded,
+    LabGradedPayload,
+    LabResultReported,
+    Severity,
+    derive_id,
+)
+
+
+@dataclass
+class Assessment:
+    assessments: list[Envelope] = field(default_factory=list)  # LabGraded, DoseDecisionMade
+    alerts: list[AlertRaised] = field(default_factory=list)
+
+
+def assess(event: Envelope) -> Assessment:
+    if isinstance(event, LabResultReported):
+        return assess_lab(event)
+    if isinstance(event, AdverseEventReported):
+        return Assessment(alerts=adverse_event_alerts(event))
+    return Assessment()  # enrolment and doses feed patient state; nothing to grade
+
+
+def raise_alert(
+    cause: Envelope,
+    rule_id: str,
+    severity: Severity,
+    title: str,
+    detail: str,
+    due_at: datetime | None = None,
+) -> AlertRaised:
+    alert_id = derive_id("alert", rule_id, str(cause.event_id))
+    payload = AlertRaisedPayload(
+        alert_id=alert_id,
+        rule_id=rule_id,
+        severity=severity,
+        title=title,
+        detail=detail,
+        trigger_event_id=cause.event_id,
+        due_at=due_at,
+    )
+    return cause.derived(AlertRaised, payload, rule_id)
+
+
+def assess_lab(event: LabResultReported) -> Assessment:
+    lab = event.payload
+    refs = References(lln=lab.si.lln, uln=lab.si.uln)
+    graded = [
+        event.derived(
+            LabGraded,
+            LabGradedPayload(
+                lab_event_id=event.event_id,
+                test=lab.test,
+                visit=lab.visit,
+                value_si=lab.si.value,
+                unit_si=lab.si.unit,
+                **result.model_dump(),
+            ),
+            result.term,
+        )
+        for result in grade_lab(lab.test, lab.si.value, refs)
+    ]
+    decisions = [
+        _hold_decision(event, rule) for rule in DAY1_HOLD_RULES if _rule_applies(event, rule)
+    ]
+    alerts = [_decision_alert(event, decision, graded) for decision in decisions]
+    if not alerts:
+        alerts = [_grade_alert(event, grade) for grade in graded if _alarming(grade)]
+    return Assessment(assessments=[*graded, *decisions], alerts=alerts)
+
+
+def _rule_applies(event: LabResultReported, rule: Day1HoldRule) -> bool:
+    lab = event.payload
+    return (
+        lab.test is rule.test
+        and lab.visit is not None
+        and lab.visit.day == 1
+        and Decimal(str(lab.si.value)) < rule.minimum
+    )
+
+
+def _hold_decision(event: LabResultReported, rule: Day1HoldRule) -> DoseDecisionMade:
+    lab = event.payload
+    visit = lab.visit.label if lab.visit else "?"
+    reason = (
+        f"{visit} {lab.test.value} {lab.si.value:g} {lab.si.unit} is below the day-1 "
+        f"retreatment minimum {rule.minimum} {lab.si.unit}: {rule.action.value} "
+        f"{', '.join(d.value for d in rule.drugs)} until recovery"
+    )
+    payload = DoseDecisionPayload(
+        rule_id=rule.rule_id,
+        actions=tuple(DrugAction(drug=drug, action=rule.action) for drug in rule.drugs),
+        visit=lab.visit,
+        reason=reason,
+        source=rule.source,
+        trigger_event_ids=(event.event_id,),
+    )
+    return event.derived(DoseDecisionMade, payload, rule.rule_id)
+
+
+def _grade_text(graded: list[LabGraded]) -> str:
+    return ", ".join(
+        f"{g.payload.term} grade {g.payload.grade if g.payload.grade is not None else '?'}"
+        for g in graded
+    )
+
+
+def _decision_alert(
+    event: LabResultReported, decision: DoseDecisionMade, graded: list[LabGraded]
+) -> AlertRaised:
+    d = decision.payload
+    rule = next(r for r in DAY1_HOLD_RULES if r.rule_id == d.rule_id)
+    severity = (
+        Severity.CRITICAL if any(g.payload.minimum_grade >= 4 for g in graded) else (rule.severity)
+    )
+    lab = event.payload
+    title = (
+        f"{event.subject_id} {d.visit.label if d.visit else ''}: {lab.test.value} "
+        f"{lab.si.value:g} {lab.si.unit} - hold chemotherapy"
+    )
+    return raise_alert(
+        event,
+        d.rule_id,
+        severity,
+        title,
+        f"{d.reason}. {_grade_text(graded)}. Source: {d.source}",
+    )
+
+
+def _alarming(graded: LabGraded) -> bool:
+    return graded.payload.minimum_grade >= LAB_GRADE_ALERT_MIN
+
+
+def _grade_alert(event: LabResultReported, graded: LabGraded) -> AlertRaised:
+    g = graded.payload
+    severity = Severity.CRITICAL if g.minimum_grade >= 4 else Severity.HIGH
+    visit = f" {g.visit.label}" if g.visit else ""
+    grade = g.grade if g.grade is not None else f">={g.minimum_grade}"
+    title = f"{event.subject_id}{visit}: {g.term} grade {grade}"
+    return raise_alert(event, f"LAB-GRADE{min(g.minimum_grade, 4)}", severity, title, g.reason)
+
+
+def adverse_event_alerts(event: AdverseEventReported) -> list[AlertRaised]:
+    ae = event.payload
+    what = f"{event.subject_id}: {ae.term} grade {ae.grade}"
+    # The expedited-reporting clock starts when the site learned of the event.
+    report_due = (ae.site_aware_at or event.recorded_at) + timedelta(hours=SAE_REPORTING_HOURS)
+    alerts = []
+    if ae.grade == 5:
+        alerts.append(
+            raise_alert(
+                event,
+                "AE-DEATH",
+                Severity.CRITICAL,
+                f"{what} (death)",
+                "Fatal adverse event: expedited report due within 24 h",
+                report_due,
+            )
+        )
+    elif ae.serious:
+        alerts.append(
+            raise_alert(
+                event,
+                "AE-SAE",
+                Severity.CRITICAL,
+                f"{what} (serious)",
+                "Serious adverse event: expedited report due within 24 h of the site's awareness",
+                report_due,
+            )
+        )
+    elif ae.immune_related and ae.grade >= IRAE_GRADE_ALERT_MIN:
+        alerts.append(
+            raise_alert(
+                event,
+                "AE-IRAE",
+                Severity.HIGH,
+                f"{what} (immune-related)",
+                "Immune-related AE grade >= 2: review toripalimab withholding",
+            )
+        )
+    elif ae.grade >= AE_GRADE_ALERT_MIN:
+        alerts.append(
+            raise_alert(event, "AE-GRADE3PLUS", Severity.HIGH, what, "Adverse event grade >= 3")
+        )
+    return alerts

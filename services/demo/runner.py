@@ -1,0 +1,343 @@
+"""`safetymon demo`: the synthetic cohort through the live pipeline, end to end.
+
+Starts (or reuses) the local Kafka broker, an SMTP sink, and the three services as processes;
+posts the cohort to ingest over HTTP; shows alerts as the alert service stores them; prints a
+summary; stops everything it started.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from services.common.net import free_port
+from services.demo.cohort import Submission, build_cohort
+from services.demo.smtp_sink import SmtpSink
+from shared.events import EventDecodeError, decode_event
+from shared.topics import ALERTS, ASSESSMENTS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORK_DIR = REPO_ROOT / ".local" / "demo"
+BATCH_SIZE = 100
+SETTLE_TIMEOUT_S = 180.0
+SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow"}
+console = Console()
+
+
+def start_local_kafka() -> tuple[str, bool]:
+    """The bootstrap address, and whether this run started the broker (so must stop it)."""
+    script = REPO_ROOT / "scripts" / "kafka"
+    was_running = subprocess.run([script, "status"], capture_output=True).returncode == 0
+    console.print("[dim]starting the local Kafka broker (scripts/kafka start)...[/dim]")
+    started = time.monotonic()
+    result = subprocess.run([script, "start"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"scripts/kafka start failed:\n{result.stderr[-3000:]}")
+    bootstrap = result.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    console.print(
+        f"Kafka ready at {bootstrap} in {time.monotonic() - started:.1f} s"
+        + (" (already running)" if was_running else "")
+    )
+    return bootstrap, not was_running
+
+
+def stop_local_kafka() -> None:
+    subprocess.run([REPO_ROOT / "scripts" / "kafka", "stop"], capture_output=True)
+
+
+class Services:
+    """The three services as child processes, with their logs under .local/demo/logs."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> None:
+        logs = WORK_DIR / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for service in ("alerts", "grader", "ingest"):
+            log_file = open(logs / f"{service}.log", "w")
+            self.processes[service] = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "serve", service],
+                env=self.env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
+
+    async def wait_healthy(self, urls: dict[str, str], timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            for service, url in urls.items():
+                while True:
+                    if self.processes[service].poll() is not None:
+                        raise RuntimeError(f"{service} exited; see {WORK_DIR}/logs/{service}.log")
+                    try:
+                        if (await client.get(f"{url}/health")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{service} not healthy after {timeout_s:.0f} s")
+                    await asyncio.sleep(0.3)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+class Tally:
+    """What came out of the pipeline, read back from the Kafka topics."""
+
+    def __init__(self) -> None:
+        self.grades: Counter[tuple[str, str]] = Counter()
+        self.decisions: Counter[tuple[str, str, str]] = Counter()
+        self.alert_ids: set[str] = set()
+        self.graded_labs: set[str] = set()
+
+    def add(self, raw: bytes) -> None:
+        try:
+            event = decode_event(raw)
+        except EventDecodeError:
+            return
+        p = event.payload
+        if event.event_type == "LabGraded" and str(event.event_id) not in self.graded_labs:
+            self.graded_labs.add(str(event.event_id))
+            self.grades[(p.term, "undecided" if p.grade is None else str(p.grade))] += 1
+        elif event.event_type == "DoseDecisionMade":
+            for action in p.actions:
+                self.decisions[(p.rule_id, action.drug.value, action.action.value)] += 1
+        elif event.event_type == "AlertRaised":
+            self.alert_ids.add(str(p.alert_id))
+
+
+@asynccontextmanager
+async def tally_from_topics(bootstrap: str, namespace: str, tally: Tally):
+    consumer = AIOKafkaConsumer(
+        f"{namespace}{ASSESSMENTS}",
+        f"{namespace}{ALERTS}",
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+
+    async def pump() -> None:
+        async for record in consumer:
+            tally.add(record.value)
+
+    task = asyncio.create_task(pump())
+    try:
+        yield tally
+    finally:
+        task.cancel()
+        await consumer.stop()
+
+
+async def post_cohort(
+    client: httpx.AsyncClient, ingest: str, cohort: list[Submission], progress: Progress, on_batch
+) -> Counter[str]:
+    posted: Counter[str] = Counter()
+    bar = progress.add_task("posting to ingest", total=len(cohort))
+    i = 0
+    while i < len(cohort):
+        endpoint = cohort[i].endpoint
+        batch = [cohort[i]]
+        while (
+            i + len(batch) < len(cohort)
+            and len(batch) < BATCH_SIZE
+            and cohort[i + len(batch)].endpoint == endpoint
+        ):
+            batch.append(cohort[i + len(batch)])
+        response = await client.post(f"{ingest}{endpoint}/batch", json=[s.body for s in batch])
+        if response.status_code != 202:
+            raise RuntimeError(f"ingest refused a batch: {response.status_code} {response.text}")
+        posted[endpoint] += len(batch)
+        i += len(batch)
+        progress.advance(bar, len(batch))
+        await on_batch()
+    return posted
+
+
+class AlertFeed:
+    """Prints alerts as the alert service stores them."""
+
+    def __init__(self, client: httpx.AsyncClient, alerts_url: str) -> None:
+        self.client, self.url, self.seen = client, alerts_url, {}
+
+    async def poll(self) -> None:
+        response = await self.client.get(f"{self.url}/v1/alerts", params={"status": "all"})
+        for alert in sorted(response.json(), key=lambda a: a["occurred_at"]):
+            if alert["alert_id"] not in self.seen:
+                self.seen[alert["alert_id"]] = alert
+                style = SEVERITY_STYLE.get(alert["severity"], "")
+                console.print(
+                    f"[{style}]ALERT {alert['severity'].upper():8}[/{style}] "
+                    f"{alert['occurred_at'][:10]}  {alert['title']}"
+                )
+
+
+async def wait_until(condition, timeout_s: float, step) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        await step()
+        if condition():
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
+def summary(
+    posted: Counter[str], tally: Tally, feed: AlertFeed, emails: int, elapsed: float
+) -> None:
+    table = Table(title="Events in", show_header=False)
+    for endpoint, count in sorted(posted.items()):
+        table.add_row(endpoint, str(count))
+    table.add_row("total", str(sum(posted.values())))
+    console.print(table)
+    grades = Table(title="CTCAE v4.03 grades (LabGraded)")
+    grades.add_column("term")
+    for grade in ("0", "1", "2", "3", "4", "undecided"):
+        grades.add_column(grade, justify="right")
+    for term in sorted({t for t, _ in tally.grades}):
+        grades.add_row(
+            term,
+            *[str(tally.grades.get((term, g), "")) for g in ("0", "1", "2", "3", "4", "undecided")],
+        )
+    console.print(grades)
+    decisions = Table(title="Dose decisions")
+    for column in ("rule", "drug", "action", "count"):
+        decisions.add_column(column)
+    for (rule, drug, action), count in sorted(tally.decisions.items()):
+        decisions.add_row(rule, drug, action, str(count))
+    console.print(decisions)
+    by_severity = Counter(a["severity"] for a in feed.seen.values())
+    console.print(
+        f"Alerts raised {len(tally.alert_ids)}, stored {len(feed.seen)} "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(by_severity.items()))}); "
+        f"emails received by the SMTP sink {emails}; wall time {elapsed:.1f} s"
+    )
+
+
+async def acknowledge_first_critical(client: httpx.AsyncClient, url: str, feed: AlertFeed) -> None:
+    critical = [a for a in feed.seen.values() if a["severity"] == "critical"]
+    if not critical:
+        return
+    alert = critical[0]
+    response = await client.post(
+        f"{url}/v1/alerts/{alert['alert_id']}/acknowledge",
+        json={"acknowledged_by": "safety-physician-01", "comment": "Site contacted; SAE form due."},
+    )
+    state = response.json().get("status") if response.status_code == 200 else response.text
+    console.print(f"acknowledged '{alert['title']}' as safety-physician-01 -> {state}")
+
+
+async def run(subjects: int, cycles: int, seed: int) -> int:
+    started = time.monotonic()
+    cohort = build_cohort(subjects, cycles, seed)
+    stop_kafka = False
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    else:
+        bootstrap, stop_kafka = start_local_kafka()
+    shutil.rmtree(WORK_DIR / "db", ignore_errors=True)
+    database_url = os.environ.get("DATABASE_URL") or f"sqlite+aiosqlite:///{WORK_DIR}/db/demo.db"
+    namespace = f"demo-{datetime.now(UTC):%Y%m%d%H%M%S}."
+    ports = {name: free_port() for name in ("ingest", "grader", "alerts")}
+    sink = SmtpSink()
+    services = None
+    try:
+        sink.start()
+        env = os.environ | {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "DATABASE_URL": database_url,
+            "TOPIC_NAMESPACE": namespace,
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(sink.port),
+            "INGEST_PORT": str(ports["ingest"]),
+            "GRADER_PORT": str(ports["grader"]),
+            "ALERTS_PORT": str(ports["alerts"]),
+            "LOG_LEVEL": "WARNING",
+        }
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        console.print(
+            f"database {database_url.split('@')[-1]}; topics {namespace}*; "
+            f"SMTP sink 127.0.0.1:{sink.port}; logs {WORK_DIR}/logs"
+        )
+        services = Services(env)
+        services.start()
+        await services.wait_healthy(urls)
+        console.print("services healthy: " + ", ".join(f"{k} {v}" for k, v in urls.items()))
+        tally = Tally()
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(tally_from_topics(bootstrap, namespace, tally))
+            client = await stack.enter_async_context(httpx.AsyncClient(timeout=60.0))
+            feed = AlertFeed(client, urls["alerts"])
+            progress = stack.enter_context(
+                Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=console,
+                )
+            )
+            posted = await post_cohort(client, urls["ingest"], cohort, progress, feed.poll)
+            labs = posted["/v1/labs"]
+            settled = await wait_until(
+                lambda: (
+                    len(tally.graded_labs) >= labs
+                    and len(tally.alert_ids) == len(feed.seen)
+                    and sink.count >= len(feed.seen)
+                ),
+                SETTLE_TIMEOUT_S,
+                feed.poll,
+            )
+            progress.stop()
+            await acknowledge_first_critical(client, urls["alerts"], feed)
+            summary(posted, tally, feed, sink.count, time.monotonic() - started)
+            if not settled:
+                console.print("[bold red]the pipeline did not settle in time[/bold red]")
+                return 1
+            (WORK_DIR / "last-run.json").write_text(
+                json.dumps(
+                    {
+                        "events_in": sum(posted.values()),
+                        "labs_graded": len(tally.graded_labs),
+                        "alerts": len(feed.seen),
+                        "emails": sink.count,
+                    }
+                )
+            )
+        return 0
+    finally:
+        if services:
+            services.stop()
+        sink.stop()
+        if stop_kafka:
+            stop_local_kafka()
+
+
+def run_demo(subjects: int = 43, cycles: int = 4, seed: int = 5173246) -> int:
+    return asyncio.run(run(subjects, cycles, seed))

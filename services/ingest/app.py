@@ -1,0 +1,106 @@
+"""Ingest HTTP service: validate, normalise, publish to Kafka.
+
+Answers 202 only once the broker has acknowledged the event."""
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from services.common.http import add_operational_routes, configure_logging
+from services.ingest.domain import (
+    AdverseEventIn,
+    DoseIn,
+    EnrolmentIn,
+    LabResultIn,
+    SubmissionIn,
+    to_event,
+)
+from shared.kafka import ensure_topics, make_broker, publish_events
+from shared.metrics import INGEST_REJECTS, INGESTED_EVENTS
+from shared.settings import Settings, get_settings
+from shared.topics import CLINICAL_EVENTS
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 1000
+PUBLISH_TIMEOUT_S = 30.0
+
+
+class Accepted(BaseModel):
+    accepted: int
+    event_ids: list[str]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    broker = make_broker(settings, client_id="safetymon-ingest")
+    topic = settings.topic(CLINICAL_EVENTS)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await ensure_topics(settings)
+        await broker.start()
+        yield
+        await broker.stop()
+
+    app = FastAPI(
+        title="safetymon ingest",
+        version="1",
+        description="Clinical facts in: enrolment, lab results, adverse events, doses.",
+        lifespan=lifespan,
+    )
+
+    async def broker_ok() -> dict[str, bool]:
+        return {"kafka": await broker.ping(timeout=2.0)}
+
+    add_operational_routes(app, "ingest", broker_ok)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        INGEST_REJECTS.labels(request.url.path, "invalid").inc()
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]), "reason": e["msg"], "type": e["type"]}
+            for e in error.errors()
+        ]
+        return JSONResponse({"detail": details}, status_code=422)
+
+    async def publish(requests: Sequence[SubmissionIn], endpoint: str) -> Accepted:
+        events = [to_event(request, settings.study_id) for request in requests]
+        try:
+            await publish_events(broker, topic, events, PUBLISH_TIMEOUT_S)
+        except Exception as error:
+            # Not acknowledged: tell the client to retry; a resend keeps the same event ids.
+            INGEST_REJECTS.labels(endpoint, "broker_unavailable").inc()
+            log.exception("publish to %s failed", topic)
+            raise HTTPException(503, f"event log unavailable, retry: {error!r}") from error
+        for event in events:
+            INGESTED_EVENTS.labels(event.event_type).inc()
+        return Accepted(accepted=len(events), event_ids=[str(e.event_id) for e in events])
+
+    def routes(path: str, model: type[SubmissionIn], summary: str) -> None:
+        @app.post(path, status_code=202, response_model=Accepted, summary=summary)
+        async def submit_one(item: Annotated[model, Body()]) -> Accepted:  # type: ignore[valid-type]
+            return await publish([item], path)
+
+        @app.post(
+            f"{path}/batch",
+            status_code=202,
+            response_model=Accepted,
+            summary=f"{summary} (batch: all valid or none published)",
+        )
+        async def submit_batch(
+            items: Annotated[list[model], Body(max_length=MAX_BATCH)],  # type: ignore[valid-type]
+        ) -> Accepted:
+            return await publish(items, f"{path}/batch")
+
+    routes("/v1/enrolments", EnrolmentIn, "Enrol a subject with baseline")
+    routes("/v1/labs", LabResultIn, "Report a lab result")
+    routes("/v1/adverse-events", AdverseEventIn, "Report an adverse event")
+    routes("/v1/doses", DoseIn, "Report a dose administration")
+    return app

@@ -1,0 +1,239 @@
+"""Ingest's pure core: the request models the API accepts, and their conversion to canonical events.
+
+No I/O here. Validation errors raise inside the pydantic models, so the API answers 422 naming the
+field; unit normalisation uses the one converter in `shared.labs`.
+"""
+
+from datetime import UTC, date, datetime, time
+from typing import Literal
+
+from pydantic import AwareDatetime, Field, ValidationInfo, field_validator, model_validator
+
+from shared.events import (
+    AdverseEventPayload,
+    AdverseEventReported,
+    DoseAdministered,
+    DoseAdministeredPayload,
+    Drug,
+    Envelope,
+    LabResultPayload,
+    LabResultReported,
+    Measurement,
+    Model,
+    Platinum,
+    Sex,
+    Source,
+    SubjectEnrolled,
+    SubjectEnrolledPayload,
+    Visit,
+    content_fingerprint,
+    derive_id,
+    utc_now,
+)
+from shared.labs import LAB_DEFINITIONS, LabTest, UnitError, canonical_unit, convert, to_si
+
+SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class SubmissionIn(Model):
+    """Fields every submission carries. `source_message_id` makes a resend the same event; without
+    it, the content itself identifies the event."""
+
+    subject_id: str = Field(min_length=1, max_length=50, pattern=SUBJECT_ID_PATTERN)
+    site_id: str = Field(min_length=1, max_length=50)
+    source_system: str = Field("api", min_length=1, max_length=100)
+    source_message_id: str | None = Field(None, min_length=1, max_length=200)
+
+    def source(self) -> Source:
+        message_id = self.source_message_id or content_fingerprint(
+            self.model_dump(mode="json", exclude={"source_system", "source_message_id"})
+        )
+        return Source(system=self.source_system, message_id=message_id)
+
+
+class QuantityIn(Model):
+    value: float = Field(gt=0, allow_inf_nan=False)
+    unit: str = Field(min_length=1, max_length=30)
+
+
+class EnrolmentIn(SubmissionIn):
+    enrolled_on: date
+    sex: Sex
+    age_years: int = Field(ge=18, le=110)
+    weight_kg: float = Field(gt=20, lt=300)
+    height_cm: float = Field(gt=100, lt=250)
+    baseline_creatinine: QuantityIn
+    liver_metastases: bool
+    platinum: Platinum
+
+    @field_validator("baseline_creatinine")
+    @classmethod
+    def _creatinine_unit(cls, quantity: QuantityIn) -> QuantityIn:
+        canonical_unit(LabTest.CREATININE, quantity.unit)  # UnitError -> 422 on this field
+        return quantity
+
+
+class LabResultIn(SubmissionIn):
+    test: LabTest
+    value: float = Field(ge=0, allow_inf_nan=False)
+    unit: str = Field(min_length=1, max_length=30, examples=["10^9/L"])
+    reference_low: float | None = Field(None, ge=0, allow_inf_nan=False, description="LLN")
+    reference_high: float | None = Field(None, gt=0, allow_inf_nan=False, description="ULN")
+    collected_at: AwareDatetime = Field(description="specimen collection time, with offset")
+    visit: Visit | None = None
+    loinc: str | None = Field(None, max_length=20)
+
+    @field_validator("unit")
+    @classmethod
+    def _unit_of_test(cls, unit: str, info: ValidationInfo) -> str:
+        test = info.data.get("test")
+        if test is None:
+            return unit  # the test itself was invalid; that error is reported
+        try:
+            return canonical_unit(test, unit)
+        except UnitError as error:
+            raise ValueError(str(error)) from error
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> "LabResultIn":
+        low, high = self.reference_low, self.reference_high
+        if low is not None and high is not None and low >= high:
+            raise ValueError("reference_low must be below reference_high")
+        return self
+
+    def measurement_in(self, unit: str) -> Measurement:
+        def in_unit(value: float | None) -> float | None:
+            return None if value is None else convert(self.test, value, self.unit, unit)
+
+        return Measurement(
+            value=in_unit(self.value),
+            unit=unit,
+            lln=in_unit(self.reference_low),
+            uln=in_unit(self.reference_high),
+        )
+
+
+class AdverseEventIn(SubmissionIn):
+    term: str = Field(min_length=1, max_length=200, description="CTCAE v4.03 term")
+    verbatim: str = Field("", max_length=500)
+    grade: int = Field(ge=1, le=5)
+    serious: bool = False
+    immune_related: bool = False
+    related_drugs: tuple[Drug, ...] = ()
+    onset_date: date
+    resolved_date: date | None = None
+    site_aware_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _dates_ordered(self) -> "AdverseEventIn":
+        if self.resolved_date is not None and self.resolved_date < self.onset_date:
+            raise ValueError("resolved_date is before onset_date")
+        return self
+
+
+class DoseIn(SubmissionIn):
+    drug: Drug
+    visit: Visit
+    dose: float = Field(gt=0, allow_inf_nan=False)
+    dose_unit: Literal["mg", "mg/m2", "AUC"]
+    administered_at: AwareDatetime
+
+
+def _start_of(day: date) -> datetime:
+    return datetime.combine(day, time(0), UTC)
+
+
+def _envelope_fields(request: SubmissionIn, study_id: str, event_type: str) -> dict:
+    source = request.source()
+    return {
+        "event_id": derive_id(event_type, study_id, source.system, source.message_id),
+        "study_id": study_id,
+        "site_id": request.site_id,
+        "subject_id": request.subject_id,
+        "recorded_at": utc_now(),
+        "source": source,
+    }
+
+
+def enrolment_event(request: EnrolmentIn, study_id: str) -> SubjectEnrolled:
+    creatinine = request.baseline_creatinine
+    payload = SubjectEnrolledPayload(
+        enrolled_on=request.enrolled_on,
+        sex=request.sex,
+        age_years=request.age_years,
+        weight_kg=request.weight_kg,
+        height_cm=request.height_cm,
+        baseline_creatinine_umol_l=to_si(LabTest.CREATININE, creatinine.value, creatinine.unit),
+        liver_metastases=request.liver_metastases,
+        platinum=request.platinum,
+    )
+    return SubjectEnrolled(
+        **_envelope_fields(request, study_id, "SubjectEnrolled"),
+        occurred_at=_start_of(request.enrolled_on),
+        payload=payload,
+    )
+
+
+def lab_event(request: LabResultIn, study_id: str) -> LabResultReported:
+    definition = LAB_DEFINITIONS[request.test]
+    payload = LabResultPayload(
+        test=request.test,
+        loinc=request.loinc or definition.loinc,
+        visit=request.visit,
+        reported=request.measurement_in(request.unit),
+        si=request.measurement_in(definition.si_unit),
+        conventional=request.measurement_in(definition.conventional_unit),
+    )
+    return LabResultReported(
+        **_envelope_fields(request, study_id, "LabResultReported"),
+        occurred_at=request.collected_at,
+        payload=payload,
+    )
+
+
+def adverse_event(request: AdverseEventIn, study_id: str) -> AdverseEventReported:
+    payload = AdverseEventPayload(
+        **request.model_dump(
+            include={
+                "term",
+                "verbatim",
+                "grade",
+                "serious",
+                "immune_related",
+                "related_drugs",
+                "onset_date",
+                "resolved_date",
+                "site_aware_at",
+            }
+        )
+    )
+    return AdverseEventReported(
+        **_envelope_fields(request, study_id, "AdverseEventReported"),
+        occurred_at=_start_of(request.onset_date),
+        payload=payload,
+    )
+
+
+def dose_event(request: DoseIn, study_id: str) -> DoseAdministered:
+    payload = DoseAdministeredPayload(
+        drug=request.drug,
+        visit=request.visit,
+        dose=request.dose,
+        dose_unit=request.dose_unit,
+        administered_at=request.administered_at,
+    )
+    return DoseAdministered(
+        **_envelope_fields(request, study_id, "DoseAdministered"),
+        occurred_at=request.administered_at,
+        payload=payload,
+    )
+
+
+def to_event(request: SubmissionIn, study_id: str) -> Envelope:
+    converters = {
+        EnrolmentIn: enrolment_event,
+        LabResultIn: lab_event,
+        AdverseEventIn: adverse_event,
+        DoseIn: dose_event,
+    }
+    return converters[type(request)](request, study_id)

@@ -1,0 +1,117 @@
+"""Kafka plumbing shared by the services: broker factory, topic creation, publishing events."""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.message import KafkaMessage
+
+from shared.events import Envelope, encode_event
+from shared.settings import Settings
+from shared.topics import ALL_TOPICS, DEAD_LETTER_HEADERS, DEAD_LETTERS
+
+log = logging.getLogger(__name__)
+
+
+def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
+    """A broker whose producer only reports success once every in-sync replica has the record,
+    and never writes a retried record twice (idempotent producer)."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        allow_auto_create_topics=False,
+        graceful_timeout=15.0,
+        log_level=logging.INFO,
+    )
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str]:
+    """Create the project's topics if missing (partitioned; keyed by subject id). Returns the
+    names created. Waits for the broker to answer, up to `timeout_s`."""
+    wanted = [settings.topic(name) for name in ALL_TOPICS]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
+        )
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [name for name in wanted if name not in existing]
+            if missing:
+                await _create(admin, missing, settings)
+            return missing
+        except KafkaConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+
+
+async def _create(admin: AIOKafkaAdminClient, names: list[str], settings: Settings) -> None:
+    topics = [
+        NewTopic(
+            name,
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+        )
+        for name in names
+    ]
+    try:
+        await admin.create_topics(topics)
+    except TopicAlreadyExistsError:
+        pass  # another service created them first
+    log.info("created topics %s", names)
+
+
+async def publish_events(
+    broker: KafkaBroker, topic: str, events: Sequence[Envelope], timeout_s: float = 30.0
+) -> None:
+    """Publish keyed by subject id and return once the broker acknowledged every one (acks=all).
+
+    Records are enqueued in order first, so one subject's events keep their order in its partition,
+    and the acknowledgements are awaited together."""
+    pending = [
+        await broker.publish(
+            encode_event(event),
+            topic=topic,
+            key=event.subject_id.encode(),
+            headers={"event_type": event.event_type},
+            no_confirm=True,
+        )
+        for event in events
+    ]
+    if pending:
+        await asyncio.wait_for(asyncio.gather(*pending), timeout_s)
+
+
+async def publish_dead_letter(
+    broker: KafkaBroker, settings: Settings, message: KafkaMessage, group: str, reason: str
+) -> None:
+    """Park a message the consumer cannot take, with the reason and where it came from."""
+    record = message.raw_message
+    h = DEAD_LETTER_HEADERS
+    await broker.publish(
+        message.body,
+        topic=settings.topic(DEAD_LETTERS),
+        key=record.key,
+        headers={
+            h.reason: reason[:1000],
+            h.source_topic: record.topic,
+            h.source_partition: str(record.partition),
+            h.source_offset: str(record.offset),
+            h.consumer_group: group,
+        },
+    )
+    log.warning(
+        "dead letter from %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason
+    )
+
+
+__all__ = ["KafkaError", "ensure_topics", "make_broker", "publish_dead_letter", "publish_events"]

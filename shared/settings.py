@@ -1,0 +1,62 @@
+"""The one settings object. Every value comes from the environment (or a `.env` file)."""
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    study_id: str = Field("NCT05173246", validation_alias="STUDY_ID")
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:19092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    # Prefix for every topic name and consumer group, so parallel runs (tests, demos) never mix.
+    topic_namespace: str = Field("", validation_alias="TOPIC_NAMESPACE")
+    topic_partitions: int = Field(6, ge=1, validation_alias="TOPIC_PARTITIONS")
+    topic_replication_factor: int = Field(1, ge=1, validation_alias="TOPIC_REPLICATION_FACTOR")
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///.local/safetymon.db", validation_alias="DATABASE_URL"
+    )
+
+    smtp_host: str = Field("127.0.0.1", validation_alias="SMTP_HOST")
+    smtp_port: int = Field(8025, validation_alias="SMTP_PORT")
+    smtp_username: str | None = Field(None, validation_alias="SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(None, validation_alias="SMTP_PASSWORD")
+    smtp_starttls: bool = Field(False, validation_alias="SMTP_STARTTLS")
+    smtp_timeout_s: float = Field(10.0, validation_alias="SMTP_TIMEOUT_S")
+    alert_email_from: str = Field("safetymon@localhost", validation_alias="ALERT_EMAIL_FROM")
+    alert_email_recipients: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["safety-desk@localhost"],
+        validation_alias="ALERT_EMAIL_RECIPIENTS",
+    )
+
+    bind_host: str = Field("127.0.0.1", validation_alias="BIND_HOST")
+    ingest_port: int = Field(8001, validation_alias="INGEST_PORT")
+    grader_port: int = Field(8002, validation_alias="GRADER_PORT")
+    alerts_port: int = Field(8003, validation_alias="ALERTS_PORT")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+
+    @field_validator("alert_email_recipients", mode="before")
+    @classmethod
+    def _split_recipients(cls, value: object) -> object:
+        # Operators write "a@x, b@y" in an environment variable, not JSON.
+        if isinstance(value, str):
+            return [address.strip() for address in value.split(",") if address.strip()]
+        return value
+
+    def topic(self, base_name: str) -> str:
+        return f"{self.topic_namespace}{base_name}"
+
+    def consumer_group(self, service: str) -> str:
+        return f"{self.topic_namespace}safetymon-{service}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
