@@ -5,7 +5,12 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 
@@ -63,10 +68,12 @@ async def _create(admin: AIOKafkaAdminClient, names: list[str], settings: Settin
         )
         for name in names
     ]
-    try:
-        await admin.create_topics(topics)
-    except TopicAlreadyExistsError:
-        pass  # another service created them first
+    response = await admin.create_topics(topics)
+    # aiokafka reports per-topic errors in the response instead of raising.
+    for topic_error in response.topic_errors:
+        name, code = topic_error[0], topic_error[1]
+        if code not in (0, TopicAlreadyExistsError.errno):  # another service created it first
+            raise for_code(code)(f"cannot create topic {name}: {topic_error[2:]}")
     log.info("created topics %s", names)
 
 

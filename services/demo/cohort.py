@@ -100,7 +100,7 @@ def _write_in_cases(subjects: list[Subject]) -> None:
     if s := at(26):  # day-8 thrombocytopenia grade 3
         s.lab_overrides[(2, 8)] = {"PLT": 42.0}
     if s := at(9):  # immune-related hepatitis in cycle 3
-        s.lab_overrides[(3, 8)] = {"ALT": 212.0, "AST": 163.0, "TBIL": 24.6}
+        s.lab_overrides[(3, 8)] = {"ALT": 285.0, "AST": 221.0, "TBIL": 24.6}
         s.adverse_events.append(
             {
                 "term": "Alanine aminotransferase increased",

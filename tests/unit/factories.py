@@ -1,0 +1,49 @@
+"""Builders of canonical events for the unit tests."""
+
+from datetime import UTC, datetime
+
+from services.ingest.domain import AdverseEventIn, LabResultIn, adverse_event, lab_event
+from shared.events import AdverseEventReported, LabResultReported
+
+STUDY = "NCT05173246"
+
+
+def lab_request(
+    test: str = "ANC",
+    value: float = 0.9,
+    unit: str = "10^9/L",
+    cycle: int | None = 2,
+    day: int | None = 1,
+    **overrides,
+) -> LabResultIn:
+    fields = {
+        "subject_id": "GZ01-005",
+        "site_id": "GZ01",
+        "test": test,
+        "value": value,
+        "unit": unit,
+        "reference_low": 1.8 if test == "ANC" else None,
+        "reference_high": {"ANC": 6.3, "PLT": 350.0}.get(test, 40.0),
+        "collected_at": datetime(2025, 4, 14, 7, 30, tzinfo=UTC),
+        "visit": None if cycle is None else {"cycle": cycle, "day": day},
+        "source_message_id": f"msg-{test}-{value}",
+    }
+    return LabResultIn(**(fields | overrides))
+
+
+def lab(test: str = "ANC", value: float = 0.9, unit: str = "10^9/L", **kwargs) -> LabResultReported:
+    return lab_event(lab_request(test, value, unit, **kwargs), STUDY)
+
+
+def ae(**overrides) -> AdverseEventReported:
+    fields = {
+        "subject_id": "GZ01-033",
+        "site_id": "GZ01",
+        "term": "Febrile neutropenia",
+        "grade": 3,
+        "serious": True,
+        "onset_date": "2025-05-10",
+        "site_aware_at": datetime(2025, 5, 10, 10, 0, tzinfo=UTC),
+        "source_message_id": "ae-1",
+    }
+    return adverse_event(AdverseEventIn(**(fields | overrides)), STUDY)

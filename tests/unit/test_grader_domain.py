@@ -1,0 +1,111 @@
+"""The grader's pure core: grades, the two day-1 hold rules, and the alerts they raise."""
+
+from datetime import timedelta
+
+import pytest
+
+from services.ctcae_grader.domain import assess
+from shared.events import AlertRaised, DoseAction, DoseDecisionMade, Drug, LabGraded, Severity
+from tests.unit.factories import ae, lab
+
+
+def decisions(event) -> list[DoseDecisionMade]:
+    return [e for e in assess(event).assessments if isinstance(e, DoseDecisionMade)]
+
+
+def grades(event) -> list[LabGraded]:
+    return [e for e in assess(event).assessments if isinstance(e, LabGraded)]
+
+
+def test_every_lab_result_is_graded_once() -> None:
+    (graded,) = grades(lab("ANC", 0.9))
+    assert graded.payload.term == "Neutrophil count decreased"
+    assert graded.payload.grade == 3
+    assert graded.payload.visit.label == "C2D1"
+
+
+@pytest.mark.parametrize(("anc", "held"), [(1.49, True), (0.9, True), (1.5, False), (2.0, False)])
+def test_day1_anc_below_1_5_holds_chemotherapy(anc: float, held: bool) -> None:
+    found = decisions(lab("ANC", anc, day=1))
+    assert bool(found) is held
+    if held:
+        (decision,) = found
+        assert decision.payload.rule_id == "D1-ANC-HOLD"
+        assert {(a.drug, a.action) for a in decision.payload.actions} == {
+            (Drug.NAB_PACLITAXEL, DoseAction.HOLD),
+            (Drug.CISPLATIN, DoseAction.HOLD),
+            (Drug.CARBOPLATIN, DoseAction.HOLD),
+        }
+        assert "RT-1" in decision.payload.source
+
+
+def test_day1_anc_sent_per_mm3_holds_at_the_same_threshold() -> None:
+    assert decisions(lab("ANC", 1499, "/mm3", reference_low=1800, reference_high=6300))
+    assert not decisions(lab("ANC", 1500, "/mm3", reference_low=1800, reference_high=6300))
+
+
+@pytest.mark.parametrize(("plt", "held"), [(99.9, True), (68, True), (100, False)])
+def test_day1_platelets_below_100_hold_chemotherapy(plt: float, held: bool) -> None:
+    found = decisions(lab("PLT", plt, day=1))
+    assert bool(found) is held
+    if held:
+        assert found[0].payload.rule_id == "D1-PLT-HOLD"
+
+
+def test_day8_and_unlabelled_samples_do_not_trigger_the_day1_rule() -> None:
+    assert not decisions(lab("ANC", 0.9, day=8))
+    assert not decisions(lab("ANC", 0.9, cycle=None))
+
+
+def test_a_hold_raises_one_high_alert_naming_the_grade() -> None:
+    (alert,) = assess(lab("ANC", 0.9)).alerts
+    assert alert.payload.rule_id == "D1-ANC-HOLD"
+    assert alert.payload.severity is Severity.HIGH
+    assert "hold chemotherapy" in alert.payload.title
+    assert "Neutrophil count decreased grade 3" in alert.payload.detail
+
+
+def test_a_grade_4_count_on_day1_makes_the_hold_critical() -> None:
+    (alert,) = assess(lab("ANC", 0.4)).alerts
+    assert alert.payload.severity is Severity.CRITICAL
+
+
+def test_a_grade_3_lab_without_a_hold_still_alerts() -> None:
+    (alert,) = assess(lab("PLT", 42, day=8)).alerts
+    assert alert.payload.rule_id == "LAB-GRADE3"
+    assert alert.payload.severity is Severity.HIGH
+
+
+def test_grade_2_without_a_rule_raises_nothing() -> None:
+    assert assess(lab("PLT", 60, day=8)).alerts == []
+
+
+def test_redelivery_gives_the_same_ids() -> None:
+    first, again = assess(lab("ANC", 0.9)), assess(lab("ANC", 0.9))
+    assert [e.event_id for e in first.assessments] == [e.event_id for e in again.assessments]
+    assert first.alerts[0].payload.alert_id == again.alerts[0].payload.alert_id
+
+
+def test_an_sae_alert_carries_the_24_hour_clock_from_site_awareness() -> None:
+    event = ae()
+    (alert,) = assess(event).alerts
+    assert isinstance(alert, AlertRaised)
+    assert alert.payload.rule_id == "AE-SAE" and alert.payload.severity is Severity.CRITICAL
+    assert alert.payload.due_at == event.payload.site_aware_at + timedelta(hours=24)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rule"),
+    [
+        ({"grade": 5, "serious": True}, "AE-DEATH"),
+        ({"term": "Pneumonitis", "grade": 2, "serious": False, "immune_related": True}, "AE-IRAE"),
+        ({"term": "Diarrhea", "grade": 3, "serious": False}, "AE-GRADE3PLUS"),
+    ],
+)
+def test_adverse_events_that_need_the_desk(overrides: dict, rule: str) -> None:
+    (alert,) = assess(ae(**overrides)).alerts
+    assert alert.payload.rule_id == rule
+
+
+def test_a_mild_non_serious_adverse_event_raises_nothing() -> None:
+    assert assess(ae(term="Nausea", grade=1, serious=False)).alerts == []

@@ -1,0 +1,67 @@
+"""Ingest's conversion of requests into canonical events."""
+
+import pytest
+from pydantic import ValidationError
+
+from services.ingest.domain import EnrolmentIn, enrolment_event
+from tests.unit.factories import STUDY, lab, lab_request
+
+
+def test_a_lab_result_is_kept_as_reported_and_normalised_to_si_and_conventional() -> None:
+    event = lab("ANC", 900, "cells/uL", reference_low=1800, reference_high=6300)
+    payload = event.payload
+    assert payload.reported.value == 900 and payload.reported.unit == "/mm3"
+    assert (payload.si.value, payload.si.unit, payload.si.lln, payload.si.uln) == (
+        0.9,
+        "10^9/L",
+        1.8,
+        6.3,
+    )
+    assert payload.conventional.unit == "/mm3" and payload.conventional.value == 900
+    assert payload.loinc == "751-8"
+    assert event.occurred_at == lab_request().collected_at
+
+
+def test_the_same_source_message_is_the_same_event() -> None:
+    assert lab(source_message_id="m-1").event_id == lab(source_message_id="m-1").event_id
+    assert lab(source_message_id="m-1").event_id != lab(source_message_id="m-2").event_id
+
+
+def test_without_a_message_id_the_content_identifies_the_event() -> None:
+    first = lab(source_message_id=None)
+    assert first.event_id == lab(source_message_id=None).event_id
+    assert first.event_id != lab(value=1.0, source_message_id=None).event_id
+
+
+def test_a_unit_foreign_to_the_test_is_refused_on_the_unit_field() -> None:
+    with pytest.raises(ValidationError) as error:
+        lab_request("PLT", 80, "g/dL")
+    (issue,) = error.value.errors()
+    assert issue["loc"] == ("unit",)
+    assert "'g/dL' is not a unit for PLT" in issue["msg"]
+
+
+def test_a_reference_range_upside_down_is_refused() -> None:
+    with pytest.raises(ValidationError, match="reference_low must be below reference_high"):
+        lab_request(reference_low=7.0, reference_high=1.8)
+
+
+def test_a_collection_time_without_offset_is_refused() -> None:
+    with pytest.raises(ValidationError, match="timezone"):
+        lab_request(collected_at="2025-04-14T07:30:00")
+
+
+def test_enrolment_baseline_creatinine_is_stored_in_umol_per_l() -> None:
+    request = EnrolmentIn(
+        subject_id="GZ01-001",
+        site_id="GZ01",
+        enrolled_on="2025-03-01",
+        sex="M",
+        age_years=61,
+        weight_kg=60,
+        height_cm=170,
+        baseline_creatinine={"value": 1.0, "unit": "mg/dL"},
+        liver_metastases=False,
+        platinum="cisplatin",
+    )
+    assert enrolment_event(request, STUDY).payload.baseline_creatinine_umol_l == 88.4
