@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import json
+import signal
 import sys
 
 from shared.settings import get_settings
@@ -14,11 +15,18 @@ SERVICES = {
 }
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(service: str, port: int | None) -> int:
     import uvicorn
 
     settings = get_settings()
     factory, port_setting = SERVICES[service]
+    # uvicorn drains in-flight work on SIGTERM, then re-raises the signal to the handler it found:
+    # make that handler a clean exit, so a graceful stop ends with status 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         factory,
         factory=True,

@@ -9,9 +9,7 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -26,6 +24,7 @@ from rich.table import Table
 
 from services.common.net import free_port
 from services.demo.cohort import Submission, build_cohort
+from services.demo.processes import Services
 from services.demo.smtp_sink import SmtpSink
 from shared.events import EventDecodeError, decode_event
 from shared.topics import ALERTS, ASSESSMENTS
@@ -57,53 +56,6 @@ def start_local_kafka() -> tuple[str, bool]:
 
 def stop_local_kafka() -> None:
     subprocess.run([REPO_ROOT / "scripts" / "kafka", "stop"], capture_output=True)
-
-
-class Services:
-    """The three services as child processes, with their logs under .local/demo/logs."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    def start(self) -> None:
-        logs = WORK_DIR / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        for service in ("alerts", "grader", "ingest"):
-            log_file = open(logs / f"{service}.log", "w")
-            self.processes[service] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "serve", service],
-                env=self.env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-            )
-
-    async def wait_healthy(self, urls: dict[str, str], timeout_s: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            for service, url in urls.items():
-                while True:
-                    if self.processes[service].poll() is not None:
-                        raise RuntimeError(f"{service} exited; see {WORK_DIR}/logs/{service}.log")
-                    try:
-                        if (await client.get(f"{url}/health")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{service} not healthy after {timeout_s:.0f} s")
-                    await asyncio.sleep(0.3)
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 class Tally:
@@ -285,7 +237,7 @@ async def run(subjects: int, cycles: int, seed: int) -> int:
             f"database {database_url.split('@')[-1]}; topics {namespace}*; "
             f"SMTP sink 127.0.0.1:{sink.port}; logs {WORK_DIR}/logs"
         )
-        services = Services(env)
+        services = Services(env, WORK_DIR / "logs")
         services.start()
         await services.wait_healthy(urls)
         console.print("services healthy: " + ", ".join(f"{k} {v}" for k, v in urls.items()))

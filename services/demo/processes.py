@@ -1,0 +1,63 @@
+"""The three services as child processes, the way the demo and the end-to-end tests run them."""
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Services:
+    """The three services as child processes, with their logs under .local/demo/logs."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> None:
+        logs = self.log_dir
+        logs.mkdir(parents=True, exist_ok=True)
+        for service in ("alerts", "grader", "ingest"):
+            log_file = open(logs / f"{service}.log", "w")
+            self.processes[service] = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "serve", service],
+                env=self.env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
+
+    async def wait_healthy(self, urls: dict[str, str], timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            for service, url in urls.items():
+                while True:
+                    if self.processes[service].poll() is not None:
+                        raise RuntimeError(f"{service} exited; see {self.log_dir}/{service}.log")
+                    try:
+                        if (await client.get(f"{url}/health")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{service} not healthy after {timeout_s:.0f} s")
+                    await asyncio.sleep(0.3)
+
+    def stop(self, timeout_s: float = 30.0) -> dict[str, int]:
+        """SIGTERM every service, as an orchestrator would; the exit codes, by service."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return {name: process.returncode for name, process in self.processes.items()}

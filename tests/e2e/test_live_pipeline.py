@@ -1,0 +1,138 @@
+"""End to end: the three services as processes, the real Kafka broker, PostgreSQL, an SMTP server.
+
+A day-1 lab with ANC 0.9 x10^9/L posted to ingest over HTTP must become, within 10 s, an alert row
+in PostgreSQL and an email in the mailbox.
+"""
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from services.alerts.db import alerts, create_engine
+from services.common.net import free_port
+from services.demo.processes import Services
+from services.demo.smtp_sink import SmtpSink
+from tests.support import eventually
+
+pytestmark = pytest.mark.e2e
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
+
+
+@dataclass
+class Pipeline:
+    services: Services
+    urls: dict[str, str]
+    sink: SmtpSink
+    database_url: str
+
+
+@pytest.fixture(scope="module")
+async def pipeline(
+    kafka_bootstrap: str, database_url: str
+) -> AsyncIterator[Pipeline]:
+    sink = SmtpSink()
+    sink.start()
+    ports = {name: free_port() for name in ("ingest", "grader", "alerts")}
+    env = os.environ | {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "DATABASE_URL": database_url,
+        "TOPIC_NAMESPACE": f"e2e-{time.time_ns()}.",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(sink.port),
+        "ALERT_EMAIL_RECIPIENTS": "safety-desk@example.org",
+        "INGEST_PORT": str(ports["ingest"]),
+        "GRADER_PORT": str(ports["grader"]),
+        "ALERTS_PORT": str(ports["alerts"]),
+    }
+    services = Services(env, ARTIFACTS)
+    services.start()
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    try:
+        await services.wait_healthy(urls)
+        yield Pipeline(services, urls, sink, database_url)
+    finally:
+        services.stop()
+        sink.stop()
+
+
+def day1_lab(subject: str, anc: float) -> dict:
+    return {
+        "subject_id": subject, "site_id": "GZ01", "test": "ANC", "value": anc, "unit": "10^9/L",
+        "reference_low": 1.8, "reference_high": 6.3,
+        "collected_at": "2026-11-20T07:30:00+08:00", "visit": {"cycle": 2, "day": 1},
+        "source_system": "lis-gz01", "source_message_id": f"{subject}-C2D1-ANC",
+    }
+
+
+async def alert_rows(database_url: str, subject: str) -> list[dict]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            query = select(alerts).where(alerts.c.subject_id == subject)
+            return [dict(row._mapping) for row in (await conn.execute(query)).all()]
+    finally:
+        await engine.dispose()
+
+
+async def test_day1_neutropenia_reaches_postgres_and_the_mailbox_within_10_s(
+    pipeline: Pipeline,
+) -> None:
+    started = time.monotonic()
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{pipeline.urls['ingest']}/v1/labs",
+                                     json=day1_lab("GZ01-101", 0.9))
+    assert response.status_code == 202
+
+    rows = await eventually(lambda: alert_rows(pipeline.database_url, "GZ01-101"), 10.0)
+    stored_after = time.monotonic() - started
+    emailed = await eventually(lambda: pipeline.sink.count >= 1, 10.0 - stored_after)
+    emailed_after = time.monotonic() - started
+    print(f"\nANC 0.9 -> alert row in {stored_after:.2f} s, email in {emailed_after:.2f} s")
+
+    assert rows, "no alert row in PostgreSQL within 10 s"
+    (row,) = rows
+    assert (row["rule_id"], row["severity"]) == ("D1-ANC-HOLD", "high")
+    assert emailed and emailed_after <= 10.0, "no email within 10 s"
+    email = pipeline.sink.messages[0]
+    assert email["To"] == "safety-desk@example.org"
+    assert "GZ01-101 C2D1: ANC 0.9" in email["Subject"]
+
+
+async def test_bad_input_is_refused_and_the_pipeline_keeps_working(pipeline: Pipeline) -> None:
+    async with httpx.AsyncClient() as client:
+        refused = await client.post(f"{pipeline.urls['ingest']}/v1/labs",
+                                    json=day1_lab("GZ01-102", 0.9) | {"unit": "mg/dL"})
+        accepted = await client.post(f"{pipeline.urls['ingest']}/v1/labs",
+                                     json=day1_lab("GZ01-103", 0.4))
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["field"] == "unit"
+    rows = await eventually(lambda: alert_rows(pipeline.database_url, "GZ01-103"), 10.0)
+    assert rows and rows[0]["severity"] == "critical"  # grade 4 neutropenia on day 1
+    assert await alert_rows(pipeline.database_url, "GZ01-102") == []
+
+
+async def test_every_service_exposes_health_and_metrics(pipeline: Pipeline) -> None:
+    async with httpx.AsyncClient() as client:
+        for name, url in pipeline.urls.items():
+            assert (await client.get(f"{url}/health")).status_code == 200, name
+            metrics = (await client.get(f"{url}/metrics/")).text
+            assert "safetymon_consumed_messages_total" in metrics or name == "ingest"
+        ingest_metrics = (await client.get(f"{pipeline.urls['ingest']}/metrics/")).text
+    assert 'safetymon_ingest_events_total{event_type="LabResultReported"}' in ingest_metrics
+
+
+async def test_services_shut_down_cleanly_on_sigterm(pipeline: Pipeline) -> None:
+    started = time.monotonic()
+    exit_codes = await asyncio.to_thread(pipeline.services.stop)
+    assert exit_codes == {"alerts": 0, "grader": 0, "ingest": 0}
+    assert time.monotonic() - started < 30
+    for name in exit_codes:
+        log = (ARTIFACTS / f"{name}.log").read_text()
+        assert "Application shutdown complete" in log, name

@@ -1,0 +1,122 @@
+"""The alert service on PostgreSQL and the real broker: stored once, emailed once, acknowledged."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import func, select
+
+from services.alerts.app import create_app
+from services.alerts.db import alerts, create_engine, notifications, upgrade_schema
+from services.alerts.domain import TransitionError
+from services.alerts.store import AlertStore
+from services.ctcae_grader.domain import assess
+from services.demo.smtp_sink import SmtpSink
+from shared.events import AlertAcknowledged, AlertAcknowledgedPayload, AlertRaised, Source
+from shared.settings import Settings
+from shared.topics import ALERTS
+from tests.support import eventually, events_of, produce_events, read_topic, running
+from tests.unit.factories import ae, lab
+
+pytestmark = pytest.mark.integration
+RECIPIENTS = ["desk@example.org", "physician@example.org"]
+
+
+def raised(event=None) -> AlertRaised:
+    (alert,) = assess(event or lab("ANC", 0.9)).alerts
+    return alert
+
+
+def acknowledgement(alert: AlertRaised, by: str) -> AlertAcknowledged:
+    return AlertAcknowledged(
+        event_id=uuid.uuid4(),
+        study_id=alert.study_id, site_id=alert.site_id, subject_id=alert.subject_id,
+        occurred_at=alert.recorded_at, recorded_at=alert.recorded_at,
+        source=Source(system="test", message_id=f"ack-by-{by}"),
+        payload=AlertAcknowledgedPayload(alert_id=alert.payload.alert_id, acknowledged_by=by),
+    )
+
+
+@pytest.fixture(scope="module")
+async def store(database_url: str) -> AsyncIterator[AlertStore]:
+    await asyncio.to_thread(upgrade_schema, database_url)
+    engine = create_engine(database_url)
+    yield AlertStore(engine)
+    await engine.dispose()
+
+
+async def count(store: AlertStore, table, **where) -> int:
+    query = select(func.count()).select_from(table)
+    for column, value in where.items():
+        query = query.where(table.c[column] == value)
+    async with store.engine.connect() as conn:
+        return (await conn.execute(query)).scalar_one()
+
+
+async def test_a_raised_alert_is_stored_once_with_one_email_per_recipient(
+    store: AlertStore,
+) -> None:
+    alert = raised(lab("ANC", 0.8, source_message_id="store-1"))
+    assert await store.record_raised(alert, RECIPIENTS) is True
+    assert await store.record_raised(alert, RECIPIENTS) is False
+    assert await count(store, alerts, alert_id=alert.payload.alert_id) == 1
+    assert await count(store, notifications, alert_id=alert.payload.alert_id) == 2
+
+
+async def test_acknowledging_records_who_and_keeps_the_history(store: AlertStore) -> None:
+    alert = raised(lab("ANC", 0.7, source_message_id="store-2"))
+    await store.record_raised(alert, RECIPIENTS)
+    ack = acknowledgement(alert, "physician-7")
+    row = await store.acknowledge(ack)
+    assert (row["status"], row["acknowledged_by"]) == ("acknowledged", "physician-7")
+    assert (await store.acknowledge(ack))["acknowledged_by"] == "physician-7"  # replay: no-op
+    with pytest.raises(TransitionError):
+        await store.acknowledge(acknowledgement(alert, "someone-else"))
+    detail = await store.get(alert.payload.alert_id)
+    assert [h["event_type"] for h in detail["history"]] == ["AlertRaised", "AlertAcknowledged"]
+
+
+async def test_open_alerts_come_most_severe_first(store: AlertStore) -> None:
+    high = raised(lab("ANC", 1.2, source_message_id="store-3"))
+    critical = raised(ae(source_message_id="store-4"))
+    await store.record_raised(high, RECIPIENTS)
+    await store.record_raised(critical, RECIPIENTS)
+    severities = [row["severity"] for row in await store.list_alerts()]
+    assert severities == sorted(severities, key=["critical", "high", "medium", "low"].index)
+    assert severities[0] == "critical"
+
+
+async def test_the_service_stores_emails_and_acknowledges_once(settings: Settings) -> None:
+    sink = SmtpSink()
+    sink.start()
+    settings = settings.model_copy(update={"smtp_port": sink.port,
+                                           "alert_email_recipients": ["desk@example.org"]})
+    alert = raised(lab("ANC", 0.6, source_message_id="svc-1"))
+    boot = settings.kafka_bootstrap_servers
+    try:
+        async with running(create_app(settings)) as client:
+            await produce_events(boot, settings.topic(ALERTS), [alert, alert])  # redelivered
+            assert await eventually(lambda: sink.count >= 1)
+            listed = (await client.get("/v1/alerts")).json()
+            path = f"/v1/alerts/{alert.payload.alert_id}/acknowledge"
+            taken = await client.post(path, json={"acknowledged_by": "physician-7"})
+            again = await client.post(path, json={"acknowledged_by": "physician-8"})
+            missing = await client.post(f"/v1/alerts/{'0' * 32}/acknowledge",
+                                        json={"acknowledged_by": "x"})
+            detail = (await client.get(f"/v1/alerts/{alert.payload.alert_id}")).json()
+            await asyncio.sleep(1.0)  # time for a duplicate email to arrive, if one were sent
+    finally:
+        sink.stop()
+
+    assert sink.count == 1
+    email = sink.messages[0]
+    assert email["To"] == "desk@example.org"
+    assert "GZ01-005" in email["Subject"] and "hold chemotherapy" in email["Subject"]
+    assert str(alert.payload.alert_id) in [a["alert_id"] for a in listed]
+    assert taken.status_code == 200 and taken.json()["status"] == "acknowledged"
+    assert again.status_code == 409 and "physician-7" in again.json()["detail"]
+    assert missing.status_code == 404
+    assert detail["notifications"][0]["status"] == "sent"
+    logged = await read_topic(boot, settings.topic(ALERTS), lambda r: len(r) >= 3)
+    assert [e.event_type for e in events_of(logged)].count("AlertAcknowledged") == 1
