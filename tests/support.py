@@ -28,9 +28,12 @@ async def read_topic(
     until: Callable[[list[ConsumerRecord]], bool],
     timeout_s: float = 20.0,
 ) -> list[ConsumerRecord]:
-    """Every record of `topic` from the start, read until `until(records)` holds or time runs out."""
+    """Every record of `topic` from the start, until `until(records)` holds or time runs out."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
         enable_auto_commit=False,
     )
     await consumer.start()

@@ -34,9 +34,7 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-async def pipeline(
-    kafka_bootstrap: str, database_url: str
-) -> AsyncIterator[Pipeline]:
+async def pipeline(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Pipeline]:
     sink = SmtpSink()
     sink.start()
     ports = {name: free_port() for name in ("ingest", "grader", "alerts")}
@@ -64,10 +62,17 @@ async def pipeline(
 
 def day1_lab(subject: str, anc: float) -> dict:
     return {
-        "subject_id": subject, "site_id": "GZ01", "test": "ANC", "value": anc, "unit": "10^9/L",
-        "reference_low": 1.8, "reference_high": 6.3,
-        "collected_at": "2026-11-20T07:30:00+08:00", "visit": {"cycle": 2, "day": 1},
-        "source_system": "lis-gz01", "source_message_id": f"{subject}-C2D1-ANC",
+        "subject_id": subject,
+        "site_id": "GZ01",
+        "test": "ANC",
+        "value": anc,
+        "unit": "10^9/L",
+        "reference_low": 1.8,
+        "reference_high": 6.3,
+        "collected_at": "2026-11-20T07:30:00+08:00",
+        "visit": {"cycle": 2, "day": 1},
+        "source_system": "lis-gz01",
+        "source_message_id": f"{subject}-C2D1-ANC",
     }
 
 
@@ -86,8 +91,9 @@ async def test_day1_neutropenia_reaches_postgres_and_the_mailbox_within_10_s(
 ) -> None:
     started = time.monotonic()
     async with httpx.AsyncClient() as client:
-        response = await client.post(f"{pipeline.urls['ingest']}/v1/labs",
-                                     json=day1_lab("GZ01-101", 0.9))
+        response = await client.post(
+            f"{pipeline.urls['ingest']}/v1/labs", json=day1_lab("GZ01-101", 0.9)
+        )
     assert response.status_code == 202
 
     rows = await eventually(lambda: alert_rows(pipeline.database_url, "GZ01-101"), 10.0)
@@ -107,11 +113,14 @@ async def test_day1_neutropenia_reaches_postgres_and_the_mailbox_within_10_s(
 
 async def test_bad_input_is_refused_and_the_pipeline_keeps_working(pipeline: Pipeline) -> None:
     async with httpx.AsyncClient() as client:
-        refused = await client.post(f"{pipeline.urls['ingest']}/v1/labs",
-                                    json=day1_lab("GZ01-102", 0.9) | {"unit": "mg/dL"})
-        accepted = await client.post(f"{pipeline.urls['ingest']}/v1/labs",
-                                     json=day1_lab("GZ01-103", 0.4))
+        refused = await client.post(
+            f"{pipeline.urls['ingest']}/v1/labs", json=day1_lab("GZ01-102", 0.9) | {"unit": "mg/dL"}
+        )
+        accepted = await client.post(
+            f"{pipeline.urls['ingest']}/v1/labs", json=day1_lab("GZ01-103", 0.4)
+        )
     assert refused.status_code == 422
+    assert accepted.status_code == 202
     assert refused.json()["detail"][0]["field"] == "unit"
     rows = await eventually(lambda: alert_rows(pipeline.database_url, "GZ01-103"), 10.0)
     assert rows and rows[0]["severity"] == "critical"  # grade 4 neutropenia on day 1

@@ -16,7 +16,7 @@ from services.demo.smtp_sink import SmtpSink
 from shared.events import AlertAcknowledged, AlertAcknowledgedPayload, AlertRaised, Source
 from shared.settings import Settings
 from shared.topics import ALERTS
-from tests.support import eventually, events_of, produce_events, read_topic, running
+from tests.support import events_of, eventually, produce_events, read_topic, running
 from tests.unit.factories import ae, lab
 
 pytestmark = pytest.mark.integration
@@ -31,8 +31,11 @@ def raised(event=None) -> AlertRaised:
 def acknowledgement(alert: AlertRaised, by: str) -> AlertAcknowledged:
     return AlertAcknowledged(
         event_id=uuid.uuid4(),
-        study_id=alert.study_id, site_id=alert.site_id, subject_id=alert.subject_id,
-        occurred_at=alert.recorded_at, recorded_at=alert.recorded_at,
+        study_id=alert.study_id,
+        site_id=alert.site_id,
+        subject_id=alert.subject_id,
+        occurred_at=alert.recorded_at,
+        recorded_at=alert.recorded_at,
         source=Source(system="test", message_id=f"ack-by-{by}"),
         payload=AlertAcknowledgedPayload(alert_id=alert.payload.alert_id, acknowledged_by=by),
     )
@@ -90,8 +93,9 @@ async def test_open_alerts_come_most_severe_first(store: AlertStore) -> None:
 async def test_the_service_stores_emails_and_acknowledges_once(settings: Settings) -> None:
     sink = SmtpSink()
     sink.start()
-    settings = settings.model_copy(update={"smtp_port": sink.port,
-                                           "alert_email_recipients": ["desk@example.org"]})
+    settings = settings.model_copy(
+        update={"smtp_port": sink.port, "alert_email_recipients": ["desk@example.org"]}
+    )
     alert = raised(lab("ANC", 0.6, source_message_id="svc-1"))
     boot = settings.kafka_bootstrap_servers
     try:
@@ -102,8 +106,9 @@ async def test_the_service_stores_emails_and_acknowledges_once(settings: Setting
             path = f"/v1/alerts/{alert.payload.alert_id}/acknowledge"
             taken = await client.post(path, json={"acknowledged_by": "physician-7"})
             again = await client.post(path, json={"acknowledged_by": "physician-8"})
-            missing = await client.post(f"/v1/alerts/{'0' * 32}/acknowledge",
-                                        json={"acknowledged_by": "x"})
+            missing = await client.post(
+                f"/v1/alerts/{'0' * 32}/acknowledge", json={"acknowledged_by": "x"}
+            )
             detail = (await client.get(f"/v1/alerts/{alert.payload.alert_id}")).json()
             await asyncio.sleep(1.0)  # time for a duplicate email to arrive, if one were sent
     finally:

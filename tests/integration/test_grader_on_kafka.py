@@ -35,16 +35,21 @@ async def test_a_poison_message_goes_to_the_dead_letters_and_the_next_is_graded(
 ) -> None:
     boot = settings.kafka_bootstrap_servers
     async with running(create_app(settings)):
-        await produce(boot, settings.topic(CLINICAL_EVENTS), [
-            (b"GZ01-005", b"{not json"),
-            (b"GZ01-005", b'{"event_type": "LabResultReported"}'),
-        ])
+        await produce(
+            boot,
+            settings.topic(CLINICAL_EVENTS),
+            [
+                (b"GZ01-005", b"{not json"),
+                (b"GZ01-005", b'{"event_type": "LabResultReported"}'),
+            ],
+        )
         await produce_events(boot, settings.topic(CLINICAL_EVENTS), [lab("PLT", 42, day=8)])
         dead = await read_topic(boot, settings.topic(DEAD_LETTERS), lambda r: len(r) >= 2)
         assessed = await read_topic(boot, settings.topic(ASSESSMENTS), lambda r: len(r) >= 1)
 
     assert [record.value for record in dead] == [
-        b"{not json", b'{"event_type": "LabResultReported"}'
+        b"{not json",
+        b'{"event_type": "LabResultReported"}',
     ]
     headers = [dict(record.headers) for record in dead]
     assert b"Invalid JSON" in headers[0][DEAD_LETTER_HEADERS.reason]

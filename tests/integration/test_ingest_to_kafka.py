@@ -13,10 +13,17 @@ pytestmark = pytest.mark.integration
 
 def lab_body(subject: str = "GZ01-005", **overrides) -> dict:
     return {
-        "subject_id": subject, "site_id": "GZ01", "test": "ANC", "value": 900, "unit": "/mm3",
-        "reference_low": 1800, "reference_high": 6300,
-        "collected_at": "2025-04-14T07:30:00+08:00", "visit": {"cycle": 2, "day": 1},
-        "source_system": "lis-gz01", "source_message_id": f"{subject}-C2D1-ANC",
+        "subject_id": subject,
+        "site_id": "GZ01",
+        "test": "ANC",
+        "value": 900,
+        "unit": "/mm3",
+        "reference_low": 1800,
+        "reference_high": 6300,
+        "collected_at": "2025-04-14T07:30:00+08:00",
+        "visit": {"cycle": 2, "day": 1},
+        "source_system": "lis-gz01",
+        "source_message_id": f"{subject}-C2D1-ANC",
     } | overrides
 
 
@@ -26,8 +33,9 @@ async def test_an_accepted_lab_result_is_in_kafka_keyed_by_subject(settings: Set
     assert response.status_code == 202
     (event_id,) = response.json()["event_ids"]
 
-    records = await read_topic(settings.kafka_bootstrap_servers,
-                               settings.topic(CLINICAL_EVENTS), lambda r: len(r) >= 1)
+    records = await read_topic(
+        settings.kafka_bootstrap_servers, settings.topic(CLINICAL_EVENTS), lambda r: len(r) >= 1
+    )
     (record,) = records
     assert record.key == b"GZ01-005"
     assert dict(record.headers)["event_type"] == b"LabResultReported"
@@ -58,9 +66,11 @@ async def test_a_batch_with_one_bad_item_is_refused_whole_and_nothing_is_publish
     assert "'g/dL' is not a unit for ANC" in error["reason"]
     assert sentinel.status_code == 202
 
-    records = await read_topic(settings.kafka_bootstrap_servers,
-                               settings.topic(CLINICAL_EVENTS),
-                               lambda r: any(x.key == b"GZ01-099" for x in r))
+    records = await read_topic(
+        settings.kafka_bootstrap_servers,
+        settings.topic(CLINICAL_EVENTS),
+        lambda r: any(x.key == b"GZ01-099" for x in r),
+    )
     assert [record.key for record in records] == [b"GZ01-099"]
 
 
@@ -73,8 +83,9 @@ async def test_a_batch_keeps_each_subjects_order(settings: Settings) -> None:
         response = await client.post("/v1/labs/batch", json=batch)
     assert response.status_code == 202 and response.json()["accepted"] == 5
 
-    records = await read_topic(settings.kafka_bootstrap_servers,
-                               settings.topic(CLINICAL_EVENTS), lambda r: len(r) >= 5)
+    records = await read_topic(
+        settings.kafka_bootstrap_servers, settings.topic(CLINICAL_EVENTS), lambda r: len(r) >= 5
+    )
     assert [e.payload.reported.value for e in events_of(records)] == [3000, 2500, 1200, 900, 1600]
 
 
