@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         validation_alias="ALERT_EMAIL_RECIPIENTS",
     )
 
+    # How often failed or pending alert emails are tried again.
+    notification_retry_s: float = Field(15.0, gt=0, validation_alias="NOTIFICATION_RETRY_S")
+
     bind_host: str = Field("127.0.0.1", validation_alias="BIND_HOST")
     ingest_port: int = Field(8001, validation_alias="INGEST_PORT")
     grader_port: int = Field(8002, validation_alias="GRADER_PORT")

@@ -33,7 +33,6 @@ from shared.settings import Settings, get_settings
 from shared.topics import ALERTS
 
 log = logging.getLogger(__name__)
-RETRY_INTERVAL_S = 15.0
 
 
 class AlertOut(BaseModel):
@@ -104,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def retry_failed_notifications() -> None:
         while True:
-            await asyncio.sleep(RETRY_INTERVAL_S)
+            await asyncio.sleep(settings.notification_retry_s)
             try:
                 for note in await store.pending_notifications():
                     await deliver(note)

@@ -11,6 +11,7 @@ from services.alerts.app import create_app
 from services.alerts.db import alerts, create_engine, notifications, upgrade_schema
 from services.alerts.domain import TransitionError
 from services.alerts.store import AlertStore
+from services.common.net import free_port
 from services.ctcae_grader.domain import assess
 from services.demo.smtp_sink import SmtpSink
 from shared.events import AlertAcknowledged, AlertAcknowledgedPayload, AlertRaised, Source
@@ -125,3 +126,42 @@ async def test_the_service_stores_emails_and_acknowledges_once(settings: Setting
     assert detail["notifications"][0]["status"] == "sent"
     logged = await read_topic(boot, settings.topic(ALERTS), lambda r: len(r) >= 3)
     assert [e.event_type for e in events_of(logged)].count("AlertAcknowledged") == 1
+
+
+async def test_an_email_that_failed_is_recorded_and_sent_when_the_server_is_back(
+    settings: Settings,
+) -> None:
+    port = free_port()  # nothing listens here yet: the first delivery fails
+    settings = settings.model_copy(
+        update={
+            "smtp_port": port,
+            "alert_email_recipients": ["desk@example.org"],
+            "notification_retry_s": 0.5,
+            "smtp_timeout_s": 2.0,
+        }
+    )
+    alert = raised(lab("ANC", 0.5, source_message_id="svc-retry"))
+    path = f"/v1/alerts/{alert.payload.alert_id}"
+    async with running(create_app(settings)) as client:
+        await produce_events(settings.kafka_bootstrap_servers, settings.topic(ALERTS), [alert])
+
+        async def delivery() -> dict | None:
+            response = await client.get(path)
+            return response.json()["notifications"][0] if response.status_code == 200 else None
+
+        failed = await eventually(lambda: _with_status(delivery(), "failed"), timeout_s=10.0)
+        sink = SmtpSink(port)
+        sink.start()
+        try:
+            sent = await eventually(lambda: _with_status(delivery(), "sent"), timeout_s=10.0)
+        finally:
+            sink.stop()
+    assert failed and "Connect" in failed["last_error"]
+    assert sent and sent["attempts"] == failed["attempts"] + 1
+    mine = [m for m in sink.messages if m["X-Safetymon-Alert-Id"] == str(alert.payload.alert_id)]
+    assert len(mine) == 1
+
+
+async def _with_status(delivery, status: str) -> dict | None:
+    found = await delivery
+    return found if found and found["status"] == status else None
