@@ -13,7 +13,15 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from shared.ctcae import CTCAE_VERSION, Direction
 from shared.labs import LabTest
@@ -126,6 +134,12 @@ class AdverseEventPayload(Model):
     resolved_date: date | None = None
     # When the site learned of the event: starts the 24-hour SAE reporting clock.
     site_aware_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _dates_ordered(self) -> "AdverseEventPayload":
+        if self.resolved_date is not None and self.resolved_date < self.onset_date:
+            raise ValueError("resolved_date is before onset_date")
+        return self
 
 
 class DoseAdministeredPayload(Model):

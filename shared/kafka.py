@@ -2,7 +2,8 @@
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
@@ -122,3 +123,15 @@ async def publish_dead_letter(
 
 
 __all__ = ["KafkaError", "ensure_topics", "make_broker", "publish_dead_letter", "publish_events"]
+
+
+@asynccontextmanager
+async def broker_running(settings: Settings, broker: KafkaBroker) -> AsyncIterator[None]:
+    """Topics exist, the broker's producer and subscribers run; on exit, in-flight messages are
+    drained and offsets committed before the connection closes."""
+    await ensure_topics(settings)
+    await broker.start()
+    try:
+        yield
+    finally:
+        await broker.stop()

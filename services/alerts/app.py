@@ -27,7 +27,7 @@ from shared.events import (
     derive_id,
     utc_now,
 )
-from shared.kafka import ensure_topics, make_broker, publish_events
+from shared.kafka import broker_running, make_broker, publish_events
 from shared.metrics import ALERTS_STORED, NOTIFICATIONS
 from shared.settings import Settings, get_settings
 from shared.topics import ALERTS
@@ -113,12 +113,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(upgrade_schema, settings.database_url)
-        await ensure_topics(settings)
-        await broker.start()
-        retrier = asyncio.create_task(retry_failed_notifications())
-        yield
-        retrier.cancel()
-        await broker.stop()
+        async with broker_running(settings, broker):
+            retrier = asyncio.create_task(retry_failed_notifications())
+            yield
+            retrier.cancel()
         await engine.dispose()
 
     app = FastAPI(title="safetymon alerts", version="1", lifespan=lifespan)

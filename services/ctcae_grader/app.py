@@ -1,8 +1,5 @@
 """Grader service: clinical events in, grades, dose decisions and alerts out."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 
 from services.common.consumer import RejectedEvent, subscribe
@@ -16,7 +13,7 @@ from shared.events import (
     LabResultReported,
     utc_now,
 )
-from shared.kafka import ensure_topics, make_broker, publish_events
+from shared.kafka import broker_running, make_broker, publish_events
 from shared.metrics import ALERTS_RAISED, DOSE_DECISIONS, GRADING_LATENCY, LABS_GRADED
 from shared.settings import Settings, get_settings
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
@@ -46,14 +43,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     subscribe(broker, settings, "grader", settings.topic(CLINICAL_EVENTS), on_clinical_event)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await ensure_topics(settings)
-        await broker.start()
-        yield
-        await broker.stop()
-
-    app = FastAPI(title="safetymon CTCAE grader", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="safetymon CTCAE grader",
+        version="1",
+        lifespan=lambda _: broker_running(settings, broker),
+    )
 
     async def broker_ok() -> dict[str, bool]:
         return {"kafka": await broker.ping(timeout=2.0)}

@@ -3,8 +3,7 @@
 Answers 202 only once the broker has acknowledged the event."""
 
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import Body, FastAPI, HTTPException, Request
@@ -21,7 +20,7 @@ from services.ingest.domain import (
     SubmissionIn,
     to_event,
 )
-from shared.kafka import ensure_topics, make_broker, publish_events
+from shared.kafka import broker_running, make_broker, publish_events
 from shared.metrics import INGEST_REJECTS, INGESTED_EVENTS
 from shared.settings import Settings, get_settings
 from shared.topics import CLINICAL_EVENTS
@@ -42,18 +41,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     broker = make_broker(settings, client_id="safetymon-ingest")
     topic = settings.topic(CLINICAL_EVENTS)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await ensure_topics(settings)
-        await broker.start()
-        yield
-        await broker.stop()
-
     app = FastAPI(
         title="safetymon ingest",
         version="1",
         description="Clinical facts in: enrolment, lab results, adverse events, doses.",
-        lifespan=lifespan,
+        lifespan=lambda _: broker_running(settings, broker),
     )
 
     async def broker_ok() -> dict[str, bool]:

@@ -5,7 +5,7 @@ field; unit normalisation uses the one converter in `shared.labs`.
 """
 
 from datetime import UTC, date, datetime, time
-from typing import Literal
+from typing import TypeVar
 
 from pydantic import AwareDatetime, Field, ValidationInfo, field_validator, model_validator
 
@@ -14,7 +14,6 @@ from shared.events import (
     AdverseEventReported,
     DoseAdministered,
     DoseAdministeredPayload,
-    Drug,
     Envelope,
     LabResultPayload,
     LabResultReported,
@@ -32,6 +31,7 @@ from shared.events import (
 )
 from shared.labs import LAB_DEFINITIONS, LabTest, UnitError, canonical_unit, convert, to_si
 
+PayloadT = TypeVar("PayloadT", bound=Model)
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
@@ -113,30 +113,16 @@ class LabResultIn(SubmissionIn):
         )
 
 
-class AdverseEventIn(SubmissionIn):
-    term: str = Field(min_length=1, max_length=200, description="CTCAE v4.03 term")
-    verbatim: str = Field("", max_length=500)
-    grade: int = Field(ge=1, le=5)
-    serious: bool = False
-    immune_related: bool = False
-    related_drugs: tuple[Drug, ...] = ()
-    onset_date: date
-    resolved_date: date | None = None
-    site_aware_at: AwareDatetime | None = None
-
-    @model_validator(mode="after")
-    def _dates_ordered(self) -> "AdverseEventIn":
-        if self.resolved_date is not None and self.resolved_date < self.onset_date:
-            raise ValueError("resolved_date is before onset_date")
-        return self
+class AdverseEventIn(SubmissionIn, AdverseEventPayload):
+    """An adverse event as the site reports it: the canonical payload plus submission fields."""
 
 
-class DoseIn(SubmissionIn):
-    drug: Drug
-    visit: Visit
-    dose: float = Field(gt=0, allow_inf_nan=False)
-    dose_unit: Literal["mg", "mg/m2", "AUC"]
-    administered_at: AwareDatetime
+class DoseIn(SubmissionIn, DoseAdministeredPayload):
+    """A dose administration as the site reports it."""
+
+
+def _payload_of(request: SubmissionIn, payload_class: type[PayloadT]) -> PayloadT:
+    return payload_class(**request.model_dump(include=set(payload_class.model_fields)))
 
 
 def _start_of(day: date) -> datetime:
@@ -192,40 +178,18 @@ def lab_event(request: LabResultIn, study_id: str) -> LabResultReported:
 
 
 def adverse_event(request: AdverseEventIn, study_id: str) -> AdverseEventReported:
-    payload = AdverseEventPayload(
-        **request.model_dump(
-            include={
-                "term",
-                "verbatim",
-                "grade",
-                "serious",
-                "immune_related",
-                "related_drugs",
-                "onset_date",
-                "resolved_date",
-                "site_aware_at",
-            }
-        )
-    )
     return AdverseEventReported(
         **_envelope_fields(request, study_id, "AdverseEventReported"),
         occurred_at=_start_of(request.onset_date),
-        payload=payload,
+        payload=_payload_of(request, AdverseEventPayload),
     )
 
 
 def dose_event(request: DoseIn, study_id: str) -> DoseAdministered:
-    payload = DoseAdministeredPayload(
-        drug=request.drug,
-        visit=request.visit,
-        dose=request.dose,
-        dose_unit=request.dose_unit,
-        administered_at=request.administered_at,
-    )
     return DoseAdministered(
         **_envelope_fields(request, study_id, "DoseAdministered"),
         occurred_at=request.administered_at,
-        payload=payload,
+        payload=_payload_of(request, DoseAdministeredPayload),
     )
 
 
