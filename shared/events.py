@@ -114,10 +114,19 @@ class SubjectEnrolledPayload(Model):
     platinum: Platinum
 
 
+class Comparator(StrEnum):
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+
+
 class LabResultPayload(Model):
     test: LabTest
     loinc: str
     visit: Visit | None = None
+    comparator: Comparator | None = None  # "<0.1": only a bound is known
+    fasting: bool | None = None
     reported: Measurement  # as the site sent it
     si: Measurement  # the same result in the SI unit (grading unit)
     conventional: Measurement  # and in the conventional unit
@@ -167,6 +176,8 @@ class LabGradedPayload(Model):
     visit: Visit | None
     value_si: float
     unit_si: str
+    graded_value: float  # the value as graded: in the printed CTCAE column of its unit system
+    graded_unit: str
     term: str
     meddra_code: str
     direction: Direction

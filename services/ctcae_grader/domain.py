@@ -16,7 +16,7 @@ from services.ctcae_grader.rules import (
     SAE_REPORTING_HOURS,
     Day1HoldRule,
 )
-from shared.ctcae import References, grade_lab
+from shared.ctcae import References, TermGrade, grade_reported
 from shared.events import (
     AdverseEventReported,
     AlertRaised,
@@ -31,6 +31,7 @@ from shared.events import (
     Severity,
     derive_id,
 )
+from shared.labs import display_result, display_unit
 
 
 @dataclass
@@ -68,23 +69,14 @@ def raise_alert(
     return cause.derived(AlertRaised, payload, rule_id)
 
 
-def assess_lab(event: LabResultReported) -> Assessment:
+def assess_lab(event: LabResultReported, baseline: float | None = None) -> Assessment:
+    """Grade one lab result; `baseline` is the subject's baseline in the reported unit, if known."""
     lab = event.payload
-    refs = References(lln=lab.si.lln, uln=lab.si.uln)
+    reported = lab.reported
+    refs = References(lln=reported.lln, uln=reported.uln, baseline=baseline, fasting=lab.fasting)
     graded = [
-        event.derived(
-            LabGraded,
-            LabGradedPayload(
-                lab_event_id=event.event_id,
-                test=lab.test,
-                visit=lab.visit,
-                value_si=lab.si.value,
-                unit_si=lab.si.unit,
-                **result.model_dump(),
-            ),
-            result.term,
-        )
-        for result in grade_lab(lab.test, lab.si.value, refs)
+        event.derived(LabGraded, graded_payload(event, result), result.term)
+        for result in grade_reported(lab.test, reported.value, reported.unit, lab.comparator, refs)
     ]
     decisions = [
         _hold_decision(event, rule) for rule in DAY1_HOLD_RULES if _rule_applies(event, rule)
@@ -93,6 +85,26 @@ def assess_lab(event: LabResultReported) -> Assessment:
     if not alerts:
         alerts = [_grade_alert(event, grade) for grade in graded if _alarming(grade)]
     return Assessment(assessments=[*graded, *decisions], alerts=alerts)
+
+
+def graded_payload(event: LabResultReported, result: TermGrade) -> LabGradedPayload:
+    lab = event.payload
+    return LabGradedPayload(
+        lab_event_id=event.event_id,
+        test=lab.test,
+        visit=lab.visit,
+        value_si=lab.si.value,
+        unit_si=lab.si.unit,
+        graded_value=result.value,
+        graded_unit=result.unit,
+        term=result.term,
+        meddra_code=result.criteria.meddra_code,
+        direction=result.criteria.direction,
+        grade=result.grade,
+        minimum_grade=result.minimum_grade,
+        criterion=result.criterion,
+        reason=result.reason,
+    )
 
 
 def _rule_applies(event: LabResultReported, rule: Day1HoldRule) -> bool:
@@ -109,8 +121,8 @@ def _hold_decision(event: LabResultReported, rule: Day1HoldRule) -> DoseDecision
     lab = event.payload
     visit = lab.visit.label if lab.visit else "?"
     reason = (
-        f"{visit} {lab.test.value} {lab.si.value:g} {lab.si.unit} is below the day-1 "
-        f"retreatment minimum {rule.minimum} {lab.si.unit}: {rule.action.value} "
+        f"{visit} {display_result(lab.test, lab.si.value, lab.si.unit)} is below the day-1 "
+        f"retreatment minimum {rule.minimum} {display_unit(lab.si.unit)}: {rule.action.value} "
         f"{', '.join(d.value for d in rule.drugs)} until recovery"
     )
     payload = DoseDecisionPayload(
@@ -141,8 +153,8 @@ def _decision_alert(
     )
     lab = event.payload
     title = (
-        f"{event.subject_id} {d.visit.label if d.visit else ''}: {lab.test.value} "
-        f"{lab.si.value:g} {lab.si.unit} - hold chemotherapy"
+        f"{event.subject_id} {d.visit.label if d.visit else ''}: "
+        f"{display_result(lab.test, lab.si.value, lab.si.unit)} - hold chemotherapy"
     )
     return raise_alert(
         event,

@@ -8,7 +8,9 @@ from datetime import UTC, date, datetime, time
 from typing import TypeVar
 
 from pydantic import AwareDatetime, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from shared.ae_dictionary import AeTermError, require_term, validate_adverse_event
 from shared.events import (
     AdverseEventPayload,
     AdverseEventReported,
@@ -29,10 +31,24 @@ from shared.events import (
     derive_id,
     utc_now,
 )
-from shared.labs import LAB_DEFINITIONS, LabTest, UnitError, canonical_unit, convert, to_si
+from shared.lab_values import LabValueField
+from shared.labs import (
+    LAB_DEFINITIONS,
+    LabTest,
+    UnitError,
+    canonical_unit,
+    convert,
+    resolve_test,
+    to_si,
+)
 
 PayloadT = TypeVar("PayloadT", bound=Model)
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def _refusal(error_type: str, error: Exception) -> PydanticCustomError:
+    # Not a ValueError, which pydantic would prefix with "Value error, ": the reason is ours as is.
+    return PydanticCustomError(error_type, "{reason}", {"reason": str(error)})
 
 
 class SubmissionIn(Model):
@@ -74,14 +90,25 @@ class EnrolmentIn(SubmissionIn):
 
 
 class LabResultIn(SubmissionIn):
-    test: LabTest
-    value: float = Field(ge=0, allow_inf_nan=False)
-    unit: str = Field(min_length=1, max_length=30, examples=["10^9/L"])
+    test: LabTest = Field(description="SDTM LBTESTCD (NEUT, PLAT, ...), short name or LOINC code")
+    value: LabValueField = Field(description='a number, or a bound such as "<0.1"')
+    unit: str = Field(min_length=1, max_length=30, examples=["10^9/L"], description="UCUM")
     reference_low: float | None = Field(None, ge=0, allow_inf_nan=False, description="LLN")
     reference_high: float | None = Field(None, gt=0, allow_inf_nan=False, description="ULN")
     collected_at: AwareDatetime = Field(description="specimen collection time, with offset")
     visit: Visit | None = None
     loinc: str | None = Field(None, max_length=20)
+    fasting: bool | None = Field(None, description="fasting sample (glucose grades 1-2 need it)")
+
+    @field_validator("test", mode="before")
+    @classmethod
+    def _known_test(cls, code: object) -> object:
+        if not isinstance(code, str):
+            return code
+        try:
+            return resolve_test(code)
+        except UnitError as error:
+            raise _refusal("lab_test", error) from error
 
     @field_validator("unit")
     @classmethod
@@ -92,7 +119,7 @@ class LabResultIn(SubmissionIn):
         try:
             return canonical_unit(test, unit)
         except UnitError as error:
-            raise ValueError(str(error)) from error
+            raise _refusal("lab_unit", error) from error
 
     @model_validator(mode="after")
     def _range_ordered(self) -> "LabResultIn":
@@ -106,7 +133,7 @@ class LabResultIn(SubmissionIn):
             return None if value is None else convert(self.test, value, self.unit, unit)
 
         return Measurement(
-            value=in_unit(self.value),
+            value=in_unit(self.value.number),
             unit=unit,
             lln=in_unit(self.reference_low),
             uln=in_unit(self.reference_high),
@@ -114,7 +141,28 @@ class LabResultIn(SubmissionIn):
 
 
 class AdverseEventIn(SubmissionIn, AdverseEventPayload):
-    """An adverse event as the site reports it: the canonical payload plus submission fields."""
+    """An adverse event as the site reports it: the canonical payload plus submission fields.
+    The term must be a CTCAE v4.03 term (stored as NCI spells it) and the grade one it defines."""
+
+    @field_validator("term")
+    @classmethod
+    def _ctcae_term(cls, term: str) -> str:
+        try:
+            return require_term(term).term
+        except AeTermError as error:
+            raise _refusal("ctcae_term", error) from error
+
+    @field_validator("grade")
+    @classmethod
+    def _grade_of_term(cls, grade: int, info: ValidationInfo) -> int:
+        term = info.data.get("term")  # validated (and canonical) already: it is defined first
+        if term is None:
+            return grade  # the term itself was refused; that error is reported
+        try:
+            validate_adverse_event(term, grade)
+        except AeTermError as error:
+            raise _refusal("ctcae_grade", error) from error
+        return grade
 
 
 class DoseIn(SubmissionIn, DoseAdministeredPayload):
@@ -164,8 +212,10 @@ def lab_event(request: LabResultIn, study_id: str) -> LabResultReported:
     definition = LAB_DEFINITIONS[request.test]
     payload = LabResultPayload(
         test=request.test,
-        loinc=request.loinc or definition.loinc,
+        loinc=request.loinc or definition.loinc[0],
         visit=request.visit,
+        comparator=request.value.comparator,
+        fasting=request.fasting,
         reported=request.measurement_in(request.unit),
         si=request.measurement_in(definition.si_unit),
         conventional=request.measurement_in(definition.conventional_unit),

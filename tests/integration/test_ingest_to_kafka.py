@@ -42,7 +42,7 @@ async def test_an_accepted_lab_result_is_in_kafka_keyed_by_subject(settings: Set
     (event,) = events_of(records)
     assert isinstance(event, LabResultReported)
     assert str(event.event_id) == event_id
-    assert (event.payload.si.value, event.payload.si.unit) == (0.9, "10^9/L")
+    assert (event.payload.si.value, event.payload.si.unit) == (0.9, "10*9/L")
     assert event.payload.reported.value == 900
 
 
@@ -63,7 +63,7 @@ async def test_a_batch_with_one_bad_item_is_refused_whole_and_nothing_is_publish
     assert refused.status_code == 422
     (error,) = refused.json()["detail"]
     assert error["field"] == "1.unit"
-    assert "'g/dL' is not a unit for ANC" in error["reason"]
+    assert "'g/dL' is not a unit for NEUT" in error["reason"]
     assert sentinel.status_code == 202
 
     records = await read_topic(

@@ -2,17 +2,28 @@
 
 import pytest
 
-from shared.ctcae import LAB_TERMS, References, grade_lab
-from shared.labs import LabTest, to_si
+from shared.ctcae import CTCAE_VERSION, LAB_TERMS, References, grade_lab
+from shared.labs import LAB_DEFINITIONS, LabTest, to_si
 
 NORMAL_ANC = References(lln=1.8, uln=6.3)
 NORMAL_PLT = References(lln=125, uln=350)
 NORMAL_HGB = References(lln=130, uln=175)
 
 
+def si(test: LabTest) -> str:
+    return LAB_DEFINITIONS[test].si_unit
+
+
+LOW_TERM = {LabTest.HEMOGLOBIN: "Anemia"}
+
+
 def only_grade(test: LabTest, value: float, refs: References) -> int | None:
-    (result,) = grade_lab(test, value, refs)
+    (result,) = [r for r in grade_si(test, value, refs) if r.term == LOW_TERM.get(test, r.term)]
     return result.grade
+
+
+def grade_si(test: LabTest, value: float, refs: References):
+    return grade_lab(test, value, si(test), refs)
 
 
 @pytest.mark.parametrize(
@@ -73,7 +84,7 @@ def test_anemia_in_si_and_conventional_units(value: float, unit: str, grade: int
 
 
 def test_anemia_grade_4_is_never_read_from_the_value() -> None:
-    (result,) = grade_lab(LabTest.HEMOGLOBIN, 40, NORMAL_HGB)
+    (result, _) = grade_si(LabTest.HEMOGLOBIN, 40, NORMAL_HGB)
     assert result.grade == 3
     assert "grade 4" in result.reason and "not defined by the value" in result.reason
 
@@ -118,10 +129,10 @@ def test_bilirubin_in_mg_per_dl_grades_like_umol_per_l() -> None:
         (301, None, 3),
         (600, None, 3),
         (601, None, 4),
-        (90, 60, 1),  # within normal range but above baseline: ">1 - 1.5 x baseline"
-        (91, 60, 2),  # >1.5 x baseline beats the ULN criterion (grade 0)
+        (90, 60, 0),  # within the normal range: grade 0 whatever the baseline
+        (101, 60, 2),  # above ULN (grade 1 by ULN), >1.5 x baseline: the worse is grade 2
         (181, 60, 3),  # >3 x baseline
-        (60, 60, 0),
+        (101, 100, 1),
     ],
 )
 def test_creatinine_takes_the_worse_of_uln_and_baseline(
@@ -131,13 +142,13 @@ def test_creatinine_takes_the_worse_of_uln_and_baseline(
 
 
 def test_creatinine_without_baseline_says_it_graded_against_uln_only() -> None:
-    (result,) = grade_lab(LabTest.CREATININE, 120, References(uln=100))
+    (result,) = grade_si(LabTest.CREATININE, 120, References(uln=100))
     assert result.grade == 1
     assert "baseline not known" in result.reason
 
 
 def test_missing_lln_leaves_grade_0_or_1_undecided() -> None:
-    (result,) = grade_lab(LabTest.ANC, 1.7, References())
+    (result,) = grade_si(LabTest.ANC, 1.7, References())
     assert result.grade is None and result.minimum_grade == 0
     assert "LLN not given" in result.reason
 
@@ -147,13 +158,13 @@ def test_missing_lln_does_not_matter_below_the_absolute_thresholds() -> None:
 
 
 def test_missing_uln_cannot_grade_a_multiple_of_uln() -> None:
-    (result,) = grade_lab(LabTest.ALT, 500, References())
+    (result,) = grade_si(LabTest.ALT, 500, References())
     assert result.grade is None
     assert "ULN not given" in result.reason
 
 
 def test_creatinine_with_baseline_but_no_uln_gives_a_floor_not_a_grade() -> None:
-    (result,) = grade_lab(LabTest.CREATININE, 200, References(baseline=60))
+    (result,) = grade_si(LabTest.CREATININE, 200, References(baseline=60))
     assert result.grade is None and result.minimum_grade == 3
     assert "at least grade 3" in result.reason
 
@@ -164,6 +175,6 @@ def test_every_band_carries_its_criterion_text() -> None:
 
 
 def test_the_deciding_criterion_is_reported() -> None:
-    (result,) = grade_lab(LabTest.PLATELETS, 40, NORMAL_PLT)
+    (result,) = grade_si(LabTest.PLATELETS, 40, NORMAL_PLT)
     assert result.criterion == "<50,000 - 25,000/mm3; <50.0 - 25.0 x 10e9 /L"
-    assert result.ctcae_version == "4.03"
+    assert CTCAE_VERSION == "4.03"

@@ -4,16 +4,16 @@ import pytest
 from pydantic import ValidationError
 
 from services.ingest.domain import EnrolmentIn, enrolment_event
-from tests.unit.factories import STUDY, lab, lab_request
+from tests.unit.factories import STUDY, ae, lab, lab_request
 
 
 def test_a_lab_result_is_kept_as_reported_and_normalised_to_si_and_conventional() -> None:
     event = lab("ANC", 900, "cells/uL", reference_low=1800, reference_high=6300)
     payload = event.payload
-    assert payload.reported.value == 900 and payload.reported.unit == "/mm3"
+    assert payload.reported.value == 900 and payload.reported.unit == "/uL"
     assert (payload.si.value, payload.si.unit, payload.si.lln, payload.si.uln) == (
         0.9,
-        "10^9/L",
+        "10*9/L",
         1.8,
         6.3,
     )
@@ -38,7 +38,7 @@ def test_a_unit_foreign_to_the_test_is_refused_on_the_unit_field() -> None:
         lab_request("PLT", 80, "g/dL")
     (issue,) = error.value.errors()
     assert issue["loc"] == ("unit",)
-    assert "'g/dL' is not a unit for PLT" in issue["msg"]
+    assert issue["msg"].startswith("'g/dL' is not a unit for PLAT; use a unit convertible to")
 
 
 def test_a_reference_range_upside_down_is_refused() -> None:
@@ -64,4 +64,38 @@ def test_enrolment_baseline_creatinine_is_stored_in_umol_per_l() -> None:
         liver_metastases=False,
         platinum="cisplatin",
     )
-    assert enrolment_event(request, STUDY).payload.baseline_creatinine_umol_l == 88.4
+    baseline = enrolment_event(request, STUDY).payload.baseline_creatinine_umol_l
+    assert baseline == pytest.approx(88.4017, abs=1e-4)  # 1 mg/dL at 113.12 g/mol
+
+
+def test_an_unknown_adverse_event_term_is_refused_on_the_term_field() -> None:
+    with pytest.raises(ValidationError) as error:
+        ae(term="Pnemonitis", grade=2)
+    (issue,) = error.value.errors()
+    assert issue["loc"] == ("term",)
+    assert issue["msg"] == "unknown CTCAE v4.03 term 'Pnemonitis'; did you mean: Pneumonitis?"
+
+
+def test_a_grade_the_term_does_not_define_is_refused_on_the_grade_field() -> None:
+    with pytest.raises(ValidationError) as error:
+        ae(term="Febrile neutropenia", grade=2)
+    (issue,) = error.value.errors()
+    assert issue["loc"] == ("grade",)
+    assert issue["msg"] == (
+        "CTCAE v4.03 'Febrile neutropenia' has no grade 2; it defines grades 3-5"
+    )
+
+
+def test_a_grade_out_of_range_is_refused_by_the_range_alone() -> None:
+    with pytest.raises(ValidationError) as error:
+        ae(term="Alopecia", grade=6)
+    (issue,) = error.value.errors()
+    assert issue["loc"] == ("grade",) and issue["type"] == "less_than_equal"
+
+
+def test_the_adverse_event_term_is_published_as_nci_spells_it() -> None:
+    assert ae(term="  pneumonitis ", grade=2).payload.term == "Pneumonitis"
+    typed = "musculoskeletal and connective tissue disorder - other, specify"
+    assert ae(term=typed, grade=1).payload.term == (
+        "Musculoskeletal and connective tissue disorder -  Other, specify"
+    )
