@@ -93,12 +93,13 @@ class References:
     uln: float | None = None
     baseline: float | None = None
     fasting: bool | None = None
+    source: str = ""  # where LLN/ULN came from, when not from the result itself
 
     def scaled(self, factor: float) -> "References":
         def f(x: float | None) -> float | None:
             return None if x is None else x * factor
 
-        return References(f(self.lln), f(self.uln), f(self.baseline), self.fasting)
+        return References(f(self.lln), f(self.uln), f(self.baseline), self.fasting, self.source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -763,7 +764,7 @@ def grade_term(
         elif band.grade > grade and _beyond(value, threshold, criteria.direction, band.inclusive):
             grade, deciding = band.grade, band
     could_be_worse = [band for band in undecided if band.grade > grade]
-    notes = _notes(criteria, grade, undecided, could_be_worse)
+    notes = _notes(criteria, grade, undecided, could_be_worse, refs)
     if could_be_worse and not all(band.anchor is BASE for band in could_be_worse):
         missing = tuple(sorted({_missing_name(band) for band in could_be_worse}))
         return TermGrade(criteria, value, unit, None, grade, deciding, missing, notes)
