@@ -753,7 +753,8 @@ def grade_term(
     """Grade `value` (in `system`'s unit for the test) against one term's criteria."""
     unit = LAB_DEFINITIONS[criteria.test].unit_of(system)
     if _within_normal(value, criteria.direction, refs):
-        return TermGrade(criteria, value, unit, 0, 0, None)
+        notes = (refs.source,) if refs.source else ()
+        return TermGrade(criteria, value, unit, 0, 0, None, (), notes)
     grade, deciding, undecided = 0, None, []
     for band in criteria.bands:
         if band.requires is Condition.FASTING and refs.fasting is False:
@@ -778,9 +779,13 @@ def _missing_name(band: Band) -> str:
 
 
 def _notes(
-    criteria: TermCriteria, grade: int, undecided: list[Band], could_be_worse: list[Band]
+    criteria: TermCriteria,
+    grade: int,
+    undecided: list[Band],
+    could_be_worse: list[Band],
+    refs: References,
 ) -> tuple[str, ...]:
-    notes = []
+    notes = [refs.source] if refs.source else []
     if any(band.anchor is BASE for band in undecided) and could_be_worse:
         notes.append("baseline not known: graded without the baseline criterion")
     if criteria.clinical_note and grade >= criteria.note_from:
@@ -792,6 +797,8 @@ def _reason(result: TermGrade) -> str:
     shown = f"{result.value:g} {result.unit}"
     if result.grade is None:
         missing = " and ".join(result.missing)
+        if "LLN" in result.missing or "ULN" in result.missing:
+            missing = f"no reference range: {missing}"
         head = (
             f"{shown}: {missing} not given; at least grade {result.minimum_grade}, a worse "
             "grade cannot be excluded"
