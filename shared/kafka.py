@@ -2,9 +2,10 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     KafkaConnectionError,
@@ -17,7 +18,7 @@ from faststream.kafka.message import KafkaMessage
 
 from shared.events import Envelope, encode_event
 from shared.settings import Settings
-from shared.topics import ALL_TOPICS, DEAD_LETTER_HEADERS, DEAD_LETTERS
+from shared.topics import ALL_TOPICS, DEAD_LETTER_HEADERS, DEAD_LETTERS, TOPIC_CONFIGS
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ async def _create(admin: AIOKafkaAdminClient, names: list[str], settings: Settin
             name,
             num_partitions=settings.topic_partitions,
             replication_factor=settings.topic_replication_factor,
+            topic_configs=TOPIC_CONFIGS.get(name.removeprefix(settings.topic_namespace), {}),
         )
         for name in names
     ]
@@ -135,3 +137,45 @@ async def broker_running(settings: Settings, broker: KafkaBroker) -> AsyncIterat
         yield
     finally:
         await broker.stop()
+
+
+async def replay_committed(
+    settings: Settings, topic: str, group: str, handle: Callable[[bytes], None]
+) -> int:
+    """Feed `handle` every record of `topic` below `group`'s committed offsets, partition by
+    partition: what the group has already processed, so a service can rebuild its in-memory
+    state before it consumes on. Returns the number of records replayed."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    targets = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
+    targets = {tp: offset for tp, offset in targets.items() if offset > 0}
+    if not targets:
+        return 0
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await reader.start()
+    replayed = 0
+    try:
+        reader.assign(list(targets))
+        await reader.seek_to_beginning(*targets)
+        while targets:
+            batches = await reader.getmany(*targets, timeout_ms=1000)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset < targets.get(tp, 0):
+                        handle(record.value)
+                        replayed += 1
+                if await reader.position(tp) >= targets[tp]:
+                    del targets[tp]
+                    reader.pause(tp)
+    finally:
+        await reader.stop()
+    return replayed

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         validation_alias="ALERT_EMAIL_RECIPIENTS",
     )
 
+    # Site reference ranges for results sent without LLN/ULN (CSV; default: the shipped table).
+    reference_ranges_file: str | None = Field(None, validation_alias="REFERENCE_RANGES_FILE")
+
     # How often failed or pending alert emails are tried again.
     notification_retry_s: float = Field(15.0, gt=0, validation_alias="NOTIFICATION_RETRY_S")
 

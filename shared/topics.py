@@ -10,6 +10,16 @@ DEAD_LETTERS = "safety.dead-letters.v1"  # messages a consumer could not take, w
 
 ALL_TOPICS: tuple[str, ...] = (CLINICAL_EVENTS, ASSESSMENTS, ALERTS, DEAD_LETTERS)
 
+# The event topics are the system of record: kept forever (state and read models are rebuilt from
+# them). Dead letters are kept 90 days: long enough to diagnose and replay.
+_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    CLINICAL_EVENTS: _FOREVER,
+    ASSESSMENTS: _FOREVER,
+    ALERTS: _FOREVER,
+    DEAD_LETTERS: {"retention.ms": str(90 * 24 * 3600 * 1000)},
+}
+
 
 @dataclass(frozen=True)
 class DeadLetterHeaders:

@@ -1,23 +1,40 @@
 """Grader service: clinical events in, grades, dose decisions and alerts out."""
 
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from services.common.consumer import RejectedEvent, subscribe
 from services.common.http import add_operational_routes, configure_logging
 from services.ctcae_grader.domain import assess
+from services.ctcae_grader.state import PatientStates
 from shared.events import (
     AlertRaised,
     DoseDecisionMade,
     Envelope,
+    EventDecodeError,
     LabGraded,
     LabResultReported,
+    decode_event,
     utc_now,
 )
-from shared.kafka import broker_running, make_broker, publish_events
+from shared.kafka import (
+    broker_running,
+    ensure_topics,
+    make_broker,
+    publish_events,
+    replay_committed,
+)
 from shared.metrics import ALERTS_RAISED, DOSE_DECISIONS, GRADING_LATENCY, LABS_GRADED
+from shared.reference_ranges import load_reference_ranges
 from shared.settings import Settings, get_settings
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
 
+log = logging.getLogger(__name__)
+GROUP = "grader"
 CLINICAL_EVENT_TYPES = {
     "SubjectEnrolled",
     "LabResultReported",
@@ -32,22 +49,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     broker = make_broker(settings, client_id="safetymon-grader")
+    ranges = load_reference_ranges(settings.reference_ranges_file)
+    states = PatientStates()
+    topic, group = settings.topic(CLINICAL_EVENTS), settings.consumer_group(GROUP)
 
     async def on_clinical_event(event: Envelope) -> None:
         if event.event_type not in CLINICAL_EVENT_TYPES:
             raise RejectedEvent(f"{event.event_type} does not belong on the clinical-events topic")
-        outcome = assess(event)
+        outcome = assess(event, states.get(event.subject_id), ranges)
         await publish_events(broker, settings.topic(ASSESSMENTS), outcome.assessments)
         await publish_events(broker, settings.topic(ALERTS), outcome.alerts)
+        states.apply(event)  # after the outputs are durable: a retry sees the same state
         record_metrics(event, outcome.assessments, outcome.alerts)
 
-    subscribe(broker, settings, "grader", settings.topic(CLINICAL_EVENTS), on_clinical_event)
+    def rebuild_state(raw: bytes) -> None:
+        with contextlib.suppress(EventDecodeError):  # poison was dead-lettered the first time
+            states.apply(decode_event(raw))
 
-    app = FastAPI(
-        title="safetymon CTCAE grader",
-        version="1",
-        lifespan=lambda _: broker_running(settings, broker),
-    )
+    subscribe(broker, settings, GROUP, topic, on_clinical_event)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await ensure_topics(settings)
+        replayed = await replay_committed(settings, topic, group, rebuild_state)
+        log.info("patient state rebuilt from %d events: %d subjects", replayed, len(states))
+        async with broker_running(settings, broker):
+            yield
+
+    app = FastAPI(title="safetymon CTCAE grader", version="1", lifespan=lifespan)
 
     async def broker_ok() -> dict[str, bool]:
         return {"kafka": await broker.ping(timeout=2.0)}

@@ -16,6 +16,7 @@ from services.ctcae_grader.rules import (
     SAE_REPORTING_HOURS,
     Day1HoldRule,
 )
+from services.ctcae_grader.state import PatientState
 from shared.ctcae import References, TermGrade, grade_reported
 from shared.events import (
     AdverseEventReported,
@@ -23,15 +24,18 @@ from shared.events import (
     AlertRaisedPayload,
     DoseDecisionMade,
     DoseDecisionPayload,
+    Drug,
     DrugAction,
     Envelope,
     LabGraded,
     LabGradedPayload,
     LabResultReported,
+    Platinum,
     Severity,
     derive_id,
 )
-from shared.labs import display_result, display_unit
+from shared.labs import LabTest, convert, display_result, display_unit
+from shared.reference_ranges import ReferenceRangeTable
 
 
 @dataclass
@@ -40,9 +44,15 @@ class Assessment:
     alerts: list[AlertRaised] = field(default_factory=list)
 
 
-def assess(event: Envelope) -> Assessment:
+def assess(
+    event: Envelope,
+    state: PatientState | None = None,
+    ranges: ReferenceRangeTable | None = None,
+) -> Assessment:
+    """Everything one clinical event implies, given the subject's state before it."""
+    state = state or PatientState(subject_id=event.subject_id)
     if isinstance(event, LabResultReported):
-        return assess_lab(event)
+        return assess_lab(event, state, ranges)
     if isinstance(event, AdverseEventReported):
         return Assessment(alerts=adverse_event_alerts(event))
     return Assessment()  # enrolment and doses feed patient state; nothing to grade
@@ -69,22 +79,44 @@ def raise_alert(
     return cause.derived(AlertRaised, payload, rule_id)
 
 
-def assess_lab(event: LabResultReported, baseline: float | None = None) -> Assessment:
-    """Grade one lab result; `baseline` is the subject's baseline in the reported unit, if known."""
+def assess_lab(
+    event: LabResultReported, state: PatientState, ranges: ReferenceRangeTable | None = None
+) -> Assessment:
     lab = event.payload
     reported = lab.reported
-    refs = References(lln=reported.lln, uln=reported.uln, baseline=baseline, fasting=lab.fasting)
+    refs = lab_references(event, state, ranges)
     graded = [
         event.derived(LabGraded, graded_payload(event, result), result.term)
         for result in grade_reported(lab.test, reported.value, reported.unit, lab.comparator, refs)
     ]
     decisions = [
-        _hold_decision(event, rule) for rule in DAY1_HOLD_RULES if _rule_applies(event, rule)
+        _hold_decision(event, rule, state) for rule in DAY1_HOLD_RULES if _rule_applies(event, rule)
     ]
     alerts = [_decision_alert(event, decision, graded) for decision in decisions]
     if not alerts:
         alerts = [_grade_alert(event, grade) for grade in graded if _alarming(grade)]
     return Assessment(assessments=[*graded, *decisions], alerts=alerts)
+
+
+def lab_references(
+    event: LabResultReported, state: PatientState, ranges: ReferenceRangeTable | None
+) -> References:
+    """LLN/ULN as sent with the result, else from the configured table (and then said so);
+    the subject's baseline where the test has a baseline criterion. All in the reported unit."""
+    lab = event.payload
+    reported = lab.reported
+    lln, uln, source = reported.lln, reported.uln, ""
+    if lln is None and uln is None and ranges is not None:
+        age = state.age_on(event.occurred_at.date())
+        configured = ranges.lookup(lab.test, state.site_id or event.site_id, state.sex, age)
+        if configured is not None:
+            (lln, uln), source = configured.in_unit(reported.unit), configured.describe()
+    baseline = None
+    if lab.test is LabTest.CREATININE and state.baseline_creatinine_umol_l is not None:
+        baseline = convert(
+            LabTest.CREATININE, state.baseline_creatinine_umol_l, "umol/L", reported.unit
+        )
+    return References(lln=lln, uln=uln, baseline=baseline, fasting=lab.fasting, source=source)
 
 
 def graded_payload(event: LabResultReported, result: TermGrade) -> LabGradedPayload:
@@ -117,17 +149,28 @@ def _rule_applies(event: LabResultReported, rule: Day1HoldRule) -> bool:
     )
 
 
-def _hold_decision(event: LabResultReported, rule: Day1HoldRule) -> DoseDecisionMade:
+def regimen_drugs(drugs: tuple[Drug, ...], state: PatientState) -> tuple[Drug, ...]:
+    """The drugs of a rule this subject actually receives: only their own platinum agent."""
+    if state.platinum is None:
+        return drugs  # platinum choice unknown (no enrolment seen): name both
+    other = Drug.CARBOPLATIN if state.platinum is Platinum.CISPLATIN else Drug.CISPLATIN
+    return tuple(drug for drug in drugs if drug is not other)
+
+
+def _hold_decision(
+    event: LabResultReported, rule: Day1HoldRule, state: PatientState
+) -> DoseDecisionMade:
     lab = event.payload
     visit = lab.visit.label if lab.visit else "?"
+    drugs = regimen_drugs(rule.drugs, state)
     reason = (
         f"{visit} {display_result(lab.test, lab.si.value, lab.si.unit)} is below the day-1 "
         f"retreatment minimum {rule.minimum} {display_unit(lab.si.unit)}: {rule.action.value} "
-        f"{', '.join(d.value for d in rule.drugs)} until recovery"
+        f"{', '.join(d.value for d in drugs)} until recovery"
     )
     payload = DoseDecisionPayload(
         rule_id=rule.rule_id,
-        actions=tuple(DrugAction(drug=drug, action=rule.action) for drug in rule.drugs),
+        actions=tuple(DrugAction(drug=drug, action=rule.action) for drug in drugs),
         visit=lab.visit,
         reason=reason,
         source=rule.source,

@@ -2,8 +2,15 @@
 
 from datetime import UTC, datetime
 
-from services.ingest.domain import AdverseEventIn, LabResultIn, adverse_event, lab_event
-from shared.events import AdverseEventReported, LabResultReported
+from services.ingest.domain import (
+    AdverseEventIn,
+    EnrolmentIn,
+    LabResultIn,
+    adverse_event,
+    enrolment_event,
+    lab_event,
+)
+from shared.events import AdverseEventReported, LabResultReported, SubjectEnrolled
 
 STUDY = "NCT05173246"
 
@@ -47,3 +54,20 @@ def ae(**overrides) -> AdverseEventReported:
         "source_message_id": "ae-1",
     }
     return adverse_event(AdverseEventIn(**(fields | overrides)), STUDY)
+
+
+def enrolment(subject_id: str = "GZ01-005", **overrides) -> SubjectEnrolled:
+    fields = {
+        "subject_id": subject_id,
+        "site_id": "GZ01",
+        "enrolled_on": "2025-03-01",
+        "sex": "F",
+        "age_years": 52,
+        "weight_kg": 55,
+        "height_cm": 158,
+        "baseline_creatinine": {"value": 50, "unit": "umol/L"},
+        "liver_metastases": False,
+        "platinum": "cisplatin",
+        "source_message_id": f"{subject_id}-enrolment",
+    }
+    return enrolment_event(EnrolmentIn(**(fields | overrides)), STUDY)
