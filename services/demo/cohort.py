@@ -35,8 +35,35 @@ RANGES = {
     "AST": ("U/L", {"M": 15.0, "F": 13.0}, {"M": 40.0, "F": 35.0}),
     "TBIL": ("umol/L", None, 21.0),
     "CREAT": ("umol/L", {"M": 57.0, "F": 41.0}, {"M": 111.0, "F": 81.0}),
+    # day-1 chemistry: electrolytes (cisplatin wastes magnesium and potassium) and albumin
+    "K": ("mmol/L", 3.5, 5.3),
+    "SODIUM": ("mmol/L", 137.0, 147.0),
+    "MG": ("mmol/L", 0.75, 1.02),
+    "CA": ("mmol/L", 2.11, 2.52),
+    "ALB": ("g/L", 40.0, 55.0),
 }
-PRECISION = {"ANC": 2, "PLT": 0, "HGB": 0, "ALT": 0, "AST": 0, "TBIL": 1, "CREAT": 0}
+DAY1_ONLY = ("K", "SODIUM", "MG", "CA", "ALB")
+PRECISION = {
+    "ANC": 2,
+    "PLT": 0,
+    "HGB": 0,
+    "ALT": 0,
+    "AST": 0,
+    "TBIL": 1,
+    "CREAT": 0,
+    "K": 1,
+    "SODIUM": 0,
+    "MG": 2,
+    "CA": 2,
+    "ALB": 0,
+}
+TYPICAL = {  # on-treatment values: mostly normal, albumin and magnesium drifting low
+    "K": (3.4, 4.9),
+    "SODIUM": (134, 143),
+    "MG": (0.62, 0.98),
+    "CA": (2.05, 2.45),
+    "ALB": (33, 44),
+}
 
 
 @dataclass
@@ -139,6 +166,8 @@ def _write_in_cases(subjects: list[Subject]) -> None:
         )
     if s := at(40):  # a grade 2 anaemia that needs no alert
         s.lab_overrides[(4, 1)] = {"HGB": 88.0}
+    if s := at(14):  # cisplatin-related hypomagnesaemia, grade 3, and hypokalaemia
+        s.lab_overrides[(4, 1)] = {"MG": 0.38, "K": 2.9}
 
 
 def _lab_value(test: str, subject: Subject, day: int, rng: random.Random) -> float:
@@ -153,6 +182,8 @@ def _lab_value(test: str, subject: Subject, day: int, rng: random.Random) -> flo
         value = subject.creatinine * rng.uniform(0.9, 1.15)
     elif test == "TBIL":
         value = rng.uniform(5, 19)
+    elif test in TYPICAL:
+        value = rng.uniform(*TYPICAL[test])
     else:
         value = rng.uniform((low or 0) + 3, high * 0.95)
     return round(value, PRECISION[test]) if PRECISION[test] else float(round(value))
@@ -169,6 +200,8 @@ def _lab_panel(
     overrides = subject.lab_overrides.get((cycle, day), {}) if attempt == 0 else {}
     submissions = []
     for test in RANGES:
+        if day != 1 and test in DAY1_ONLY:
+            continue
         unit, low, high = _range(test, subject.sex)
         value = overrides.get(test, _lab_value(test, subject, day, rng))
         body = {

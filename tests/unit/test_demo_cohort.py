@@ -28,7 +28,7 @@ def test_43_subjects_with_labs_on_day_1_and_day_8_in_si_units() -> None:
     assert len(enrolled) == 43
     labs = [s.body for s in cohort if s.endpoint == "/v1/labs"]
     assert {lab["visit"]["day"] for lab in labs} == {1, 8}
-    assert {lab["unit"] for lab in labs} == {"10^9/L", "g/L", "U/L", "umol/L"}
+    assert {lab["unit"] for lab in labs} == {"10^9/L", "g/L", "U/L", "umol/L", "mmol/L"}
 
 
 def test_the_written_in_cases_are_there() -> None:
