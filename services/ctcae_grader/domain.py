@@ -17,8 +17,10 @@ from services.ctcae_grader.rules import (
     Day1HoldRule,
 )
 from services.ctcae_grader.state import PatientState
+from shared.ae_dictionary import IraeCategory, load_ae_dictionary
 from shared.ctcae import References, TermGrade, grade_reported
 from shared.events import (
+    AdverseEventPayload,
     AdverseEventReported,
     AlertRaised,
     AlertRaisedPayload,
@@ -221,46 +223,74 @@ def _grade_alert(event: LabResultReported, graded: LabGraded) -> AlertRaised:
     return raise_alert(event, f"LAB-GRADE{min(g.minimum_grade, 4)}", severity, title, g.reason)
 
 
+@dataclass(frozen=True)
+class AeAlertRule:
+    rule_id: str
+    severity: Severity
+    label: str
+    detail: str
+    reporting_clock: bool = False  # carries the 24-hour expedited-reporting deadline
+
+
+def ae_alert_rule(ae: AdverseEventPayload, category: IraeCategory | None) -> AeAlertRule | None:
+    """The one alert an adverse event deserves, most urgent first."""
+    if ae.grade == 5:
+        return AeAlertRule(
+            "AE-DEATH",
+            Severity.CRITICAL,
+            "death",
+            "Fatal adverse event: expedited report due within 24 h",
+            True,
+        )
+    if ae.serious:
+        return AeAlertRule(
+            "AE-SAE",
+            Severity.CRITICAL,
+            "serious",
+            "Serious adverse event: expedited report due within 24 h of the site's awareness",
+            True,
+        )
+    if ae.immune_related and ae.grade >= IRAE_GRADE_ALERT_MIN:
+        return AeAlertRule(
+            "AE-IRAE",
+            Severity.HIGH,
+            "immune-related",
+            "Immune-related AE grade >= 2: review toripalimab withholding",
+        )
+    possible_irae = f"possible immune-related: {category.value}" if category else ""
+    if ae.grade >= AE_GRADE_ALERT_MIN:
+        return AeAlertRule(
+            "AE-GRADE3PLUS", Severity.HIGH, possible_irae, "Adverse event grade >= 3"
+        )
+    if category is not None and ae.grade >= IRAE_GRADE_ALERT_MIN:
+        return AeAlertRule(
+            "AE-POSSIBLE-IRAE",
+            Severity.MEDIUM,
+            possible_irae,
+            f"{ae.term} is a recognised immune-related AE of anti-PD-1 therapy "
+            f"({category.value}) and the site did not mark it immune-related: "
+            "review the attribution",
+        )
+    return None
+
+
 def adverse_event_alerts(event: AdverseEventReported) -> list[AlertRaised]:
     ae = event.payload
+    entry = load_ae_dictionary().lookup(ae.term)
+    rule = ae_alert_rule(ae, entry.irae_category if entry else None)
+    if rule is None:
+        return []
     what = f"{event.subject_id}: {ae.term} grade {ae.grade}"
+    title = f"{what} ({rule.label})" if rule.label else what
     # The expedited-reporting clock starts when the site learned of the event.
-    report_due = (ae.site_aware_at or event.recorded_at) + timedelta(hours=SAE_REPORTING_HOURS)
-    alerts = []
-    if ae.grade == 5:
-        alerts.append(
-            raise_alert(
-                event,
-                "AE-DEATH",
-                Severity.CRITICAL,
-                f"{what} (death)",
-                "Fatal adverse event: expedited report due within 24 h",
-                report_due,
-            )
+    due = (ae.site_aware_at or event.recorded_at) + timedelta(hours=SAE_REPORTING_HOURS)
+    return [
+        raise_alert(
+            event,
+            rule.rule_id,
+            rule.severity,
+            title,
+            rule.detail,
+            due if rule.reporting_clock else None,
         )
-    elif ae.serious:
-        alerts.append(
-            raise_alert(
-                event,
-                "AE-SAE",
-                Severity.CRITICAL,
-                f"{what} (serious)",
-                "Serious adverse event: expedited report due within 24 h of the site's awareness",
-                report_due,
-            )
-        )
-    elif ae.immune_related and ae.grade >= IRAE_GRADE_ALERT_MIN:
-        alerts.append(
-            raise_alert(
-                event,
-                "AE-IRAE",
-                Severity.HIGH,
-                f"{what} (immune-related)",
-                "Immune-related AE grade >= 2: review toripalimab withholding",
-            )
-        )
-    elif ae.grade >= AE_GRADE_ALERT_MIN:
-        alerts.append(
-            raise_alert(event, "AE-GRADE3PLUS", Severity.HIGH, what, "Adverse event grade >= 3")
-        )
-    return alerts
+    ]

@@ -109,3 +109,14 @@ def test_adverse_events_that_need_the_desk(overrides: dict, rule: str) -> None:
 
 def test_a_mild_non_serious_adverse_event_raises_nothing() -> None:
     assert assess(ae(term="Nausea", grade=1, serious=False)).alerts == []
+
+
+def test_a_recognised_irae_term_not_flagged_by_the_site_asks_for_review() -> None:
+    (alert,) = assess(ae(term="Colitis", grade=2, serious=False, immune_related=False)).alerts
+    assert alert.payload.rule_id == "AE-POSSIBLE-IRAE"
+    assert alert.payload.severity is Severity.MEDIUM
+    assert "colitis" in alert.payload.title.lower()
+
+
+def test_a_grade_1_recognised_irae_term_raises_nothing() -> None:
+    assert assess(ae(term="Colitis", grade=1, serious=False)).alerts == []
