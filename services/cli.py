@@ -38,33 +38,70 @@ def serve(service: str, port: int | None) -> int:
     return 0
 
 
-def grade(
+def grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """`grade TEST VALUE UNIT`: one value, printed; `grade IN.csv [-o OUT.csv]`: a whole file."""
+    if len(args.inputs) == 1:
+        if args.lln is not None or args.uln is not None or args.baseline is not None or args.json:
+            parser.error("--lln, --uln, --baseline and --json grade one value: TEST VALUE UNIT")
+        from services.grading_csv import run
+        from shared.reference_ranges import ReferenceRangeError, load_reference_ranges
+
+        try:
+            ranges = load_reference_ranges(args.reference_ranges)
+        except (OSError, ReferenceRangeError) as error:
+            print(f"error: reference ranges: {error}", file=sys.stderr)
+            return 2
+        return run(args.inputs[0], args.output, ranges)
+    if len(args.inputs) != 3:
+        parser.error(
+            f"expected IN.csv (one argument) or TEST VALUE UNIT (three), got {len(args.inputs)}: "
+            + " ".join(args.inputs)
+        )
+    if args.output is not None or args.reference_ranges is not None:
+        parser.error("-o/--output and --reference-ranges are for grading a file: grade IN.csv")
+    return _grade_one(*args.inputs, args.lln, args.uln, args.baseline, args.json)
+
+
+def _grade_one(
     test: str,
-    value: float,
+    value: str,
     unit: str,
     lln: float | None,
     uln: float | None,
     baseline: float | None,
     as_json: bool,
 ) -> int:
-    from shared.ctcae import References, grade_lab
-    from shared.labs import LAB_DEFINITIONS, LabTest, UnitError, to_si
+    from shared.ctcae import References, grade_reported
+    from shared.lab_values import LabValueError, parse_lab_value
+    from shared.labs import UnitError, resolve_test
 
     try:
-        lab = LabTest(test.upper())
-        si = [None if v is None else to_si(lab, v, unit) for v in (value, lln, uln, baseline)]
-    except (ValueError, UnitError) as error:
+        lab = resolve_test(test)
+        reported = parse_lab_value(value)
+        results = grade_reported(
+            lab, reported.number, unit, reported.comparator, References(lln, uln, baseline)
+        )
+    except (LabValueError, UnitError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    results = grade_lab(lab, si[0], References(lln=si[1], uln=si[2], baseline=si[3]))
     for result in results:
         if as_json:
-            print(json.dumps(result.model_dump(mode="json")))
+            record = {
+                "test": lab.value,
+                "term": result.term,
+                "meddra_code": result.criteria.meddra_code,
+                "grade": result.grade,
+                "minimum_grade": result.minimum_grade,
+                "graded_value": result.value,
+                "graded_unit": result.unit,
+                "criterion": result.criterion,
+                "missing": list(result.missing),
+                "reason": result.reason,
+            }
+            print(json.dumps(record))
         else:
             shown = "undecided" if result.grade is None else str(result.grade)
-            print(
-                f"{result.term}: grade {shown} ({LAB_DEFINITIONS[lab].si_unit}) - {result.reason}"
-            )
+            print(f"{result.term}: grade {shown} ({result.unit}) - {result.reason}")
     return 0
 
 
@@ -81,14 +118,32 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("service", choices=sorted(SERVICES))
     serve_cmd.add_argument("--port", type=int)
 
-    grade_cmd = commands.add_parser("grade", help="CTCAE v4.03 grade of one lab value")
-    grade_cmd.add_argument("test", help="ANC, PLT, HGB, ALT, AST, TBIL or CREAT")
-    grade_cmd.add_argument("value", type=float)
-    grade_cmd.add_argument("unit", help="e.g. 10^9/L, /mm3, g/L, g/dL, U/L, umol/L, mg/dL")
+    grade_cmd = commands.add_parser(
+        "grade",
+        help="CTCAE v4.03 grade of one lab value, or of every row of a CSV file",
+        usage="%(prog)s TEST VALUE UNIT [--lln X] [--uln X] [--baseline X] [--json]\n"
+        "       %(prog)s IN.csv [-o OUT.csv] [--reference-ranges PATH]",
+    )
+    grade_cmd.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IN.csv | TEST VALUE UNIT",
+        help="a CSV file (columns lbtestcd or loinc, value, unit; optional lln, uln, baseline, "
+        "sex, age, site_id, fasting), or one result: test (LBTESTCD, short name such as ANC, or "
+        "LOINC), value (0.9, 1,5, <0.1), unit (10^9/L, /mm3, g/L, g/dL, U/L, umol/L, mg/dL...)",
+    )
     grade_cmd.add_argument("--lln", type=float, help="lower limit of normal, same unit")
     grade_cmd.add_argument("--uln", type=float, help="upper limit of normal, same unit")
     grade_cmd.add_argument("--baseline", type=float, help="subject's baseline, same unit")
-    grade_cmd.add_argument("--json", action="store_true")
+    grade_cmd.add_argument("--json", action="store_true", help="one JSON object per term")
+    grade_cmd.add_argument(
+        "-o", "--output", metavar="OUT.csv", help="where to write the graded file (default stdout)"
+    )
+    grade_cmd.add_argument(
+        "--reference-ranges",
+        metavar="PATH",
+        help="reference range table for rows without lln and uln (default: the shipped table)",
+    )
 
     commands.add_parser("migrate", help="bring the alert database to the newest schema")
     commands.add_parser("create-topics", help="create the Kafka topics if missing")
@@ -97,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args.service, args.port)
     if args.command == "grade":
-        return grade(args.test, args.value, args.unit, args.lln, args.uln, args.baseline, args.json)
+        return grade(args, grade_cmd)
     if args.command == "migrate":
         from services.alerts.db import upgrade_schema
 

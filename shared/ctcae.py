@@ -24,12 +24,14 @@ How the criteria are read (../shared/reference/dose_rules.md section 1.1):
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import cache
 
 from shared.labs import (
     LAB_DEFINITIONS,
     LabTest,
     UnitSystem,
     canonical_unit,
+    display_unit,
     factor_to_si,
     unit_system,
 )
@@ -703,6 +705,7 @@ class TermGrade:
     band: Band | None  # the band that decided the grade
     missing: tuple[str, ...] = ()  # references whose absence left the grade undecided
     notes: tuple[str, ...] = field(default=())
+    within_normal: bool = False  # inside the normal range, hence grade 0
 
     @property
     def term(self) -> str:
@@ -754,47 +757,70 @@ def grade_term(
     unit = LAB_DEFINITIONS[criteria.test].unit_of(system)
     if _within_normal(value, criteria.direction, refs):
         notes = (refs.source,) if refs.source else ()
-        return TermGrade(criteria, value, unit, 0, 0, None, (), notes)
-    grade, deciding, undecided = 0, None, []
+        return TermGrade(criteria, value, unit, 0, 0, None, (), notes, within_normal=True)
+    grade, deciding = 0, None
+    undecided: list[tuple[Band, str]] = []  # bands that could not be applied, and what was missing
     for band in criteria.bands:
         if band.requires is Condition.FASTING and refs.fasting is False:
             continue  # the band is defined for fasting samples only
+        missing = _missing_for(band, criteria.direction, refs)
+        if missing:
+            undecided.append((band, missing))
+            continue
         threshold = _threshold(band, system, refs)
-        if threshold is None or (band.requires is Condition.FASTING and refs.fasting is None):
-            undecided.append(band)
-        elif band.grade > grade and _beyond(value, threshold, criteria.direction, band.inclusive):
+        if band.grade > grade and _beyond(value, threshold, criteria.direction, band.inclusive):
             grade, deciding = band.grade, band
-    could_be_worse = [band for band in undecided if band.grade > grade]
-    notes = _notes(criteria, grade, undecided, could_be_worse, refs)
-    if could_be_worse and not all(band.anchor is BASE for band in could_be_worse):
-        missing = tuple(sorted({_missing_name(band) for band in could_be_worse}))
+    could_be_worse = [(band, missing) for band, missing in undecided if band.grade > grade]
+    notes = _notes(criteria, grade, could_be_worse, refs)
+    if could_be_worse and not all(missing == "baseline" for _, missing in could_be_worse):
+        missing = tuple(sorted({name for _, name in could_be_worse if name != "baseline"}))
         return TermGrade(criteria, value, unit, None, grade, deciding, missing, notes)
     return TermGrade(criteria, value, unit, grade, grade, deciding, (), notes)
 
 
-def _missing_name(band: Band) -> str:
-    if band.requires is Condition.FASTING:
+def _missing_for(band: Band, direction: Direction, refs: References) -> str:
+    """The reference `band` needs and `refs` lacks ("" when it can be applied)."""
+    normal_limit = "LLN" if direction is Direction.LOW else "ULN"
+    needed = {
+        Anchor.ABSOLUTE: "",
+        Anchor.LLN: "LLN" if refs.lln is None else "",
+        Anchor.ULN: "ULN" if refs.uln is None else "",
+        # Baseline criteria count only beyond the normal range, so they need its limit too.
+        Anchor.BASELINE: (
+            normal_limit
+            if getattr(refs, normal_limit.lower()) is None
+            else "baseline"
+            if refs.baseline is None
+            else ""
+        ),
+        Anchor.ABOVE_REFERENCE: "ULN" if refs.uln is None else "",
+    }[band.anchor]
+    if not needed and band.requires is Condition.FASTING and refs.fasting is None:
         return "fasting status"
-    return "ULN" if band.anchor is ABOVE else band.anchor.value
+    return needed
 
 
 def _notes(
     criteria: TermCriteria,
     grade: int,
-    undecided: list[Band],
-    could_be_worse: list[Band],
+    could_be_worse: list[tuple[Band, str]],
     refs: References,
 ) -> tuple[str, ...]:
     notes = [refs.source] if refs.source else []
-    if any(band.anchor is BASE for band in undecided) and could_be_worse:
+    if any(missing == "baseline" for _, missing in could_be_worse):
         notes.append("baseline not known: graded without the baseline criterion")
+    if grade and refs.baseline is None and any(b.anchor is ABOVE for b in criteria.bands):
+        notes.append(
+            "baseline not known: counted from ULN (a baseline above ULN would count "
+            "from the baseline)"
+        )
     if criteria.clinical_note and grade >= criteria.note_from:
         notes.append(criteria.clinical_note)
     return tuple(notes)
 
 
 def _reason(result: TermGrade) -> str:
-    shown = f"{result.value:g} {result.unit}"
+    shown = f"{result.value:g} {display_unit(result.unit)}".rstrip()
     if result.grade is None:
         missing = " and ".join(result.missing)
         if "LLN" in result.missing or "ULN" in result.missing:
@@ -805,8 +831,10 @@ def _reason(result: TermGrade) -> str:
             if result.minimum_grade
             else f"{shown}: {missing} not given; grade cannot be decided"
         )
-    elif result.band is None:
+    elif result.band is None and result.within_normal:
         head = f"{shown} is within the normal limit for this term"
+    elif result.band is None:
+        head = f"{shown} meets no grade of this term: grade 0"
     else:
         head = f"{shown} meets grade {result.grade}: {result.band.criterion}"
     return "; ".join((head, *result.notes))
@@ -817,6 +845,7 @@ def _reason(result: TermGrade) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+@cache
 def grading_system(test: LabTest, unit: str) -> tuple[UnitSystem, float]:
     """The printed column a value in `unit` is graded against, and the factor that brings it
     there (1 when the unit is that column's own)."""

@@ -14,7 +14,8 @@ COMPARATORS = ("<=", ">=", "<", ">")
 _NUMBER = re.compile(
     r"^[+]?(\d+(?:[.,]\d+)?|\d{1,3}(?:,\d{3})+(?:\.\d+)?|[.,]\d+)(?:[eE][+-]?\d+)?$"
 )
-_THOUSANDS = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+# "75,000" groups thousands; "0,125" cannot (no number starts with a 0 group): decimal comma.
+_THOUSANDS = re.compile(r"^[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")
 
 
 class LabValueError(ValueError):

@@ -163,10 +163,11 @@ def test_missing_uln_cannot_grade_a_multiple_of_uln() -> None:
     assert "ULN not given" in result.reason
 
 
-def test_creatinine_with_baseline_but_no_uln_gives_a_floor_not_a_grade() -> None:
+def test_creatinine_with_baseline_but_no_uln_is_undecided() -> None:
+    # Baseline criteria count only beyond the normal range, which the missing ULN leaves unknown.
     (result,) = grade_si(LabTest.CREATININE, 200, References(baseline=60))
-    assert result.grade is None and result.minimum_grade == 3
-    assert "at least grade 3" in result.reason
+    assert result.grade is None and result.minimum_grade == 0
+    assert "no reference range: ULN not given" in result.reason
 
 
 def test_every_band_carries_its_criterion_text() -> None:
