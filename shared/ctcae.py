@@ -779,23 +779,22 @@ def grade_term(
 
 
 def _missing_for(band: Band, direction: Direction, refs: References) -> str:
-    """The reference `band` needs and `refs` lacks ("" when it can be applied)."""
-    normal_limit = "LLN" if direction is Direction.LOW else "ULN"
-    needed = {
-        Anchor.ABSOLUTE: "",
-        Anchor.LLN: "LLN" if refs.lln is None else "",
-        Anchor.ULN: "ULN" if refs.uln is None else "",
-        # Baseline criteria count only beyond the normal range, so they need its limit too.
-        Anchor.BASELINE: (
-            normal_limit
-            if getattr(refs, normal_limit.lower()) is None
-            else "baseline"
-            if refs.baseline is None
-            else ""
-        ),
-        Anchor.ABOVE_REFERENCE: "ULN" if refs.uln is None else "",
-    }[band.anchor]
-    if not needed and band.requires is Condition.FASTING and refs.fasting is None:
+    """The reference `band` needs and `refs` lacks ("" when it can be applied). Hot path."""
+    anchor = band.anchor
+    if anchor is Anchor.ABSOLUTE:
+        needed = ""
+    elif anchor is Anchor.ULN or anchor is Anchor.ABOVE_REFERENCE:
+        needed = "ULN" if refs.uln is None else ""
+    elif anchor is Anchor.LLN:
+        needed = "LLN" if refs.lln is None else ""
+    # Baseline criteria count only beyond the normal range, so they need its limit too.
+    elif direction is Direction.LOW and refs.lln is None:
+        needed = "LLN"
+    elif direction is Direction.HIGH and refs.uln is None:
+        needed = "ULN"
+    else:
+        needed = "baseline" if refs.baseline is None else ""
+    if not needed and band.requires is not None and refs.fasting is None:
         return "fasting status"
     return needed
 
