@@ -85,6 +85,7 @@ class TermCriteria:
     # Clinical criteria the value cannot decide, said in the reason from grade `note_from` up.
     clinical_note: str = ""
     note_from: int = 1
+    note_to: int = 4  # ... and up to this grade (a grade-1 note is moot at grade 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,6 +471,7 @@ LAB_TERMS: tuple[TermCriteria, ...] = (
             _abs(4, 0.59, 10, ">10 mg/dL; >0.59 mmol/L; life-threatening consequences"),
         ),
         "grade 3 (>ULN - 10 mg/dL with physiologic consequences) needs clinical information",
+        note_to=1,
     ),
     # --- Metabolism: lipids, glucose, proteins ---------------------------------------------------
     TermCriteria(
@@ -571,6 +573,7 @@ LAB_TERMS: tuple[TermCriteria, ...] = (
         ),
         "grade 2 (<LLN - 3.0 mmol/L; symptomatic; intervention indicated) needs clinical "
         "information",
+        note_to=1,
     ),
     TermCriteria(
         "Hypernatremia",
@@ -813,7 +816,7 @@ def _notes(
             "baseline not known: counted from ULN (a baseline above ULN would count "
             "from the baseline)"
         )
-    if criteria.clinical_note and grade >= criteria.note_from:
+    if criteria.clinical_note and criteria.note_from <= grade <= criteria.note_to:
         notes.append(criteria.clinical_note)
     return tuple(notes)
 

@@ -1155,7 +1155,7 @@ def test_hypertriglyceridemia_grade_1_includes_its_printed_lower_limit(
     ("test", "term", "value", "unit", "refs", "grade", "named"),
     [
         (T.POTASSIUM, "Hypokalemia", 3.2, "mmol/L", K_REFS, 1, ("grade 2", "symptomatic")),
-        (T.POTASSIUM, "Hypokalemia", 2.8, "mmol/L", K_REFS, 3, ("grade 2",)),
+        (T.POTASSIUM, "Hypokalemia", 2.8, "mmol/L", K_REFS, 3, ("grade 3",)),
         (
             T.URATE,
             "Hyperuricemia",
@@ -1185,6 +1185,12 @@ def test_a_clinical_only_grade_is_not_inferred_and_the_reason_names_it(
     assert result.grade == grade
     for words in named:
         assert words in result.reason, result.reason
+
+
+def test_a_clinical_note_about_a_milder_grade_is_left_out_once_the_value_is_worse() -> None:
+    result = _term_result(T.POTASSIUM, "Hypokalemia", 2.8, "mmol/L", K_REFS)
+    assert result.grade == 3
+    assert "symptomatic" not in result.reason
 
 
 def test_hypokalemia_below_lln_is_never_graded_2_from_the_value() -> None:

@@ -101,8 +101,7 @@ def test_grades_every_row_one_row_per_term_refusing_what_cannot_be_graded(
             *row('GZ01-006,GZ01,F,61,K,,"2,8",mmol/L,3.5,5.3,,'),
             "Hypokalemia",
             "3",
-            "2.8 mmol/L meets grade 3: <3.0 - 2.5 mmol/L; hospitalization indicated; grade 2 "
-            "(<LLN - 3.0 mmol/L; symptomatic; intervention indicated) needs clinical information",
+            "2.8 mmol/L meets grade 3: <3.0 - 2.5 mmol/L; hospitalization indicated",
         ],
         [
             *row("GZ01-007,GZ01,F,61,ANC,,<0.1,10^9/L,1.8,6.3,,"),
