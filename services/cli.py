@@ -47,7 +47,9 @@ def grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from shared.reference_ranges import ReferenceRangeError, load_reference_ranges
 
         try:
-            ranges = load_reference_ranges(args.reference_ranges)
+            ranges = load_reference_ranges(
+                args.reference_ranges or get_settings().reference_ranges_file
+            )
         except (OSError, ReferenceRangeError) as error:
             print(f"error: reference ranges: {error}", file=sys.stderr)
             return 2
@@ -142,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     grade_cmd.add_argument(
         "--reference-ranges",
         metavar="PATH",
-        help="reference range table for rows without lln and uln (default: the shipped table)",
+        help="reference range table for rows without lln and uln "
+        "(default: REFERENCE_RANGES_FILE, else the shipped table)",
     )
 
     commands.add_parser("migrate", help="bring the alert database to the newest schema")
