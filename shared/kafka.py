@@ -13,6 +13,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     for_code,
 )
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 
@@ -139,18 +140,33 @@ async def broker_running(settings: Settings, broker: KafkaBroker) -> AsyncIterat
         await broker.stop()
 
 
+async def _committed_offsets(
+    settings: Settings, group: str, timeout_s: float = 60.0
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The group's committed offsets. On a new broker the group coordinator (and its
+    __consumer_offsets topic) comes up with the first group: wait for it."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        try:
+            await admin.start()
+            return await admin.list_consumer_group_offsets(group)
+        except KafkaError as error:
+            if not error.retriable or asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("waiting for the group coordinator of %s: %r", group, error)
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.5)
+
+
 async def replay_committed(
     settings: Settings, topic: str, group: str, handle: Callable[[bytes], None]
 ) -> int:
     """Feed `handle` every record of `topic` below `group`'s committed offsets, partition by
     partition: what the group has already processed, so a service can rebuild its in-memory
     state before it consumes on. Returns the number of records replayed."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
+    committed = await _committed_offsets(settings, group)
     targets = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
     targets = {tp: offset for tp, offset in targets.items() if offset > 0}
     if not targets:
