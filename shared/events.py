@@ -199,6 +199,8 @@ class DoseAction(StrEnum):
 class DrugAction(Model):
     drug: Drug
     action: DoseAction
+    from_level: int | None = None  # dose level before (0 = full dose)
+    to_level: int | None = None  # ... and after; None when discontinued
 
 
 class DoseDecisionPayload(Model):
@@ -221,9 +223,16 @@ class Severity(StrEnum):
     HIGH = "high"
     MEDIUM = "medium"
     LOW = "low"
+    INFO = "info"
 
 
-SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.HIGH: 1, Severity.MEDIUM: 2, Severity.LOW: 3}
+SEVERITY_RANK = {
+    Severity.CRITICAL: 0,
+    Severity.HIGH: 1,
+    Severity.MEDIUM: 2,
+    Severity.LOW: 3,
+    Severity.INFO: 4,
+}
 
 
 class AlertRaisedPayload(Model):

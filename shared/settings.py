@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         validation_alias="ALERT_EMAIL_RECIPIENTS",
     )
 
+    # The study's protocol file (regimen and dose rules); default protocols/<STUDY_ID>.yaml.
+    protocol_file: str | None = Field(None, validation_alias="PROTOCOL_FILE")
+
     # Site reference ranges for results sent without LLN/ULN (CSV; default: the shipped table).
     reference_ranges_file: str | None = Field(None, validation_alias="REFERENCE_RANGES_FILE")
 

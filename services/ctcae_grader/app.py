@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from services.common.consumer import RejectedEvent, subscribe
 from services.common.http import add_operational_routes, configure_logging
-from services.ctcae_grader.domain import assess
+from services.ctcae_grader.domain import step
 from services.ctcae_grader.state import PatientStates
 from shared.events import (
     AlertRaised,
@@ -29,6 +29,7 @@ from shared.kafka import (
     replay_committed,
 )
 from shared.metrics import ALERTS_RAISED, DOSE_DECISIONS, GRADING_LATENCY, LABS_GRADED
+from shared.protocol import study_protocol
 from shared.reference_ranges import load_reference_ranges
 from shared.settings import Settings, get_settings
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
@@ -50,21 +51,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level)
     broker = make_broker(settings, client_id="safetymon-grader")
     ranges = load_reference_ranges(settings.reference_ranges_file)
+    protocol = study_protocol(settings.study_id, settings.protocol_file)  # ProtocolError: no start
     states = PatientStates()
     topic, group = settings.topic(CLINICAL_EVENTS), settings.consumer_group(GROUP)
 
     async def on_clinical_event(event: Envelope) -> None:
         if event.event_type not in CLINICAL_EVENT_TYPES:
             raise RejectedEvent(f"{event.event_type} does not belong on the clinical-events topic")
-        outcome = assess(event, states.get(event.subject_id), ranges)
+        state, outcome = step(protocol, states.get(event.subject_id), event, ranges)
         await publish_events(broker, settings.topic(ASSESSMENTS), outcome.assessments)
         await publish_events(broker, settings.topic(ALERTS), outcome.alerts)
-        states.apply(event)  # after the outputs are durable: a retry sees the same state
+        states.put(state)  # after the outputs are durable: a retry starts from the same state
         record_metrics(event, outcome.assessments, outcome.alerts)
 
     def rebuild_state(raw: bytes) -> None:
         with contextlib.suppress(EventDecodeError):  # poison was dead-lettered the first time
-            states.apply(decode_event(raw))
+            event = decode_event(raw)
+            if event.event_type in CLINICAL_EVENT_TYPES:
+                states.put(step(protocol, states.get(event.subject_id), event, ranges)[0])
 
     subscribe(broker, settings, GROUP, topic, on_clinical_event)
 

@@ -6,17 +6,16 @@ produces the same outputs and downstream consumers drop the repeats.
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
+from uuid import UUID
 
 from services.ctcae_grader.rules import (
     AE_GRADE_ALERT_MIN,
-    DAY1_HOLD_RULES,
     IRAE_GRADE_ALERT_MIN,
     LAB_GRADE_ALERT_MIN,
     SAE_REPORTING_HOURS,
-    Day1HoldRule,
 )
-from services.ctcae_grader.state import PatientState
+from services.ctcae_grader.rules_engine import DrugChange, RuleOutcome, apply_rules
+from services.ctcae_grader.state import PatientState, apply
 from shared.ae_dictionary import IraeCategory, load_ae_dictionary
 from shared.ctcae import References, TermGrade, grade_reported
 from shared.events import (
@@ -24,19 +23,20 @@ from shared.events import (
     AdverseEventReported,
     AlertRaised,
     AlertRaisedPayload,
+    DoseAction,
     DoseDecisionMade,
     DoseDecisionPayload,
-    Drug,
     DrugAction,
     Envelope,
     LabGraded,
     LabGradedPayload,
     LabResultReported,
-    Platinum,
     Severity,
+    Visit,
     derive_id,
 )
-from shared.labs import LabTest, convert, display_result, display_unit
+from shared.labs import LabTest, convert, display_result
+from shared.protocol import Protocol, study_protocol
 from shared.reference_ranges import ReferenceRangeTable
 
 
@@ -46,18 +46,40 @@ class Assessment:
     alerts: list[AlertRaised] = field(default_factory=list)
 
 
+def step(
+    protocol: Protocol,
+    state: PatientState | None,
+    event: Envelope,
+    ranges: ReferenceRangeTable | None = None,
+) -> tuple[PatientState, Assessment]:
+    """The subject's state after `event`, and everything the event implies: grades, the protocol's
+    dose decisions, alerts. The same state and event always give the same outputs (same ids)."""
+    state = apply(state, event, protocol.regimen.cycle_length_days)
+    graded: list[LabGraded] = []
+    if isinstance(event, LabResultReported):
+        graded = grade_lab_event(event, state, ranges)
+        state = state.with_grades({g.payload.term: g.payload.grade for g in graded})
+    state, outcomes = apply_rules(protocol, state, event)
+    decisions = [decision_event(event, outcome) for outcome in outcomes if outcome.changes]
+    alerts = [rule_alert(event, outcome, graded) for outcome in outcomes if not outcome.resumed]
+    if isinstance(event, AdverseEventReported):
+        # SAE and death alerts always (they carry the reporting deadline); others when no rule did.
+        ae_alerts = adverse_event_alerts(event)
+        reporting = [a for a in ae_alerts if a.payload.due_at is not None]
+        alerts = reporting + (alerts or [a for a in ae_alerts if a.payload.due_at is None])
+    elif not alerts:
+        alerts = [_grade_alert(event, grade) for grade in graded if _alarming(grade)]
+    return state, Assessment(assessments=[*graded, *decisions], alerts=alerts)
+
+
 def assess(
     event: Envelope,
     state: PatientState | None = None,
     ranges: ReferenceRangeTable | None = None,
+    protocol: Protocol | None = None,
 ) -> Assessment:
-    """Everything one clinical event implies, given the subject's state before it."""
-    state = state or PatientState(subject_id=event.subject_id)
-    if isinstance(event, LabResultReported):
-        return assess_lab(event, state, ranges)
-    if isinstance(event, AdverseEventReported):
-        return Assessment(alerts=adverse_event_alerts(event))
-    return Assessment()  # enrolment and doses feed patient state; nothing to grade
+    """What `event` implies for a subject in `state` (the study's protocol by default)."""
+    return step(protocol or study_protocol(event.study_id), state, event, ranges)[1]
 
 
 def raise_alert(
@@ -81,23 +103,16 @@ def raise_alert(
     return cause.derived(AlertRaised, payload, rule_id)
 
 
-def assess_lab(
-    event: LabResultReported, state: PatientState, ranges: ReferenceRangeTable | None = None
-) -> Assessment:
+def grade_lab_event(
+    event: LabResultReported, state: PatientState, ranges: ReferenceRangeTable | None
+) -> list[LabGraded]:
     lab = event.payload
     reported = lab.reported
     refs = lab_references(event, state, ranges)
-    graded = [
+    return [
         event.derived(LabGraded, graded_payload(event, result), result.term)
         for result in grade_reported(lab.test, reported.value, reported.unit, lab.comparator, refs)
     ]
-    decisions = [
-        _hold_decision(event, rule, state) for rule in DAY1_HOLD_RULES if _rule_applies(event, rule)
-    ]
-    alerts = [_decision_alert(event, decision, graded) for decision in decisions]
-    if not alerts:
-        alerts = [_grade_alert(event, grade) for grade in graded if _alarming(grade)]
-    return Assessment(assessments=[*graded, *decisions], alerts=alerts)
 
 
 def lab_references(
@@ -141,73 +156,68 @@ def graded_payload(event: LabResultReported, result: TermGrade) -> LabGradedPayl
     )
 
 
-def _rule_applies(event: LabResultReported, rule: Day1HoldRule) -> bool:
-    lab = event.payload
-    return (
-        lab.test is rule.test
-        and lab.visit is not None
-        and lab.visit.day == 1
-        and Decimal(str(lab.si.value)) < rule.minimum
+def decision_event(cause: Envelope, outcome: RuleOutcome) -> DoseDecisionMade:
+    rule = outcome.rule
+    actions = tuple(
+        DrugAction(drug=c.drug, action=c.action, from_level=c.from_level, to_level=c.to_level)
+        for c in outcome.changes
     )
-
-
-def regimen_drugs(drugs: tuple[Drug, ...], state: PatientState) -> tuple[Drug, ...]:
-    """The drugs of a rule this subject actually receives: only their own platinum agent."""
-    if state.platinum is None:
-        return drugs  # platinum choice unknown (no enrolment seen): name both
-    other = Drug.CARBOPLATIN if state.platinum is Platinum.CISPLATIN else Drug.CISPLATIN
-    return tuple(drug for drug in drugs if drug is not other)
-
-
-def _hold_decision(
-    event: LabResultReported, rule: Day1HoldRule, state: PatientState
-) -> DoseDecisionMade:
-    lab = event.payload
-    visit = lab.visit.label if lab.visit else "?"
-    drugs = regimen_drugs(rule.drugs, state)
-    reason = (
-        f"{visit} {display_result(lab.test, lab.si.value, lab.si.unit)} is below the day-1 "
-        f"retreatment minimum {rule.minimum} {display_unit(lab.si.unit)}: {rule.action.value} "
-        f"{', '.join(d.value for d in drugs)} until recovery"
+    verb = "resolved" if outcome.resumed else "applies"
+    reason = f"{rule.description} ({verb}): " + ", ".join(
+        f"{c.action.value} {c.drug.value}{_level_text(c)}" for c in outcome.changes
     )
     payload = DoseDecisionPayload(
-        rule_id=rule.rule_id,
-        actions=tuple(DrugAction(drug=drug, action=rule.action) for drug in drugs),
-        visit=lab.visit,
+        rule_id=rule.id,
+        actions=actions,
+        visit=_visit_of(cause),
         reason=reason,
-        source=rule.source,
-        trigger_event_ids=(event.event_id,),
+        source=f"{rule.source} [{rule.status.value}]",
+        trigger_event_ids=tuple(UUID(e) for e in dict.fromkeys(outcome.evidence)),
     )
-    return event.derived(DoseDecisionMade, payload, rule.rule_id)
+    return cause.derived(DoseDecisionMade, payload, rule.id, "resume" if outcome.resumed else "")
 
 
-def _grade_text(graded: list[LabGraded]) -> str:
-    return ", ".join(
-        f"{g.payload.term} grade {g.payload.grade if g.payload.grade is not None else '?'}"
-        for g in graded
+def _level_text(change: DrugChange) -> str:
+    if change.action is DoseAction.REDUCE:
+        return f" (dose level {change.from_level} -> {change.to_level})"
+    if change.action is DoseAction.DISCONTINUE and change.from_level:
+        return f" (no dose level below {change.from_level})"
+    return ""
+
+
+def _visit_of(event: Envelope) -> Visit | None:
+    return getattr(event.payload, "visit", None)
+
+
+def rule_alert(cause: Envelope, outcome: RuleOutcome, graded: list[LabGraded]) -> AlertRaised:
+    rule = outcome.rule
+    severity = rule.severity
+    if any(g.payload.minimum_grade >= 4 for g in graded):
+        severity = Severity.CRITICAL  # a grade 4 result behind the decision
+    visit = _visit_of(cause)
+    what = (
+        display_result(
+            cause.payload.test, cause.payload.reported.value, cause.payload.reported.unit
+        )
+        if isinstance(cause, LabResultReported)
+        else ""
     )
-
-
-def _decision_alert(
-    event: LabResultReported, decision: DoseDecisionMade, graded: list[LabGraded]
-) -> AlertRaised:
-    d = decision.payload
-    rule = next(r for r in DAY1_HOLD_RULES if r.rule_id == d.rule_id)
-    severity = (
-        Severity.CRITICAL if any(g.payload.minimum_grade >= 4 for g in graded) else (rule.severity)
-    )
-    lab = event.payload
+    actions = ", ".join(f"{c.action.value} {c.drug.value}" for c in outcome.changes)
     title = (
-        f"{event.subject_id} {d.visit.label if d.visit else ''}: "
-        f"{display_result(lab.test, lab.si.value, lab.si.unit)} - hold chemotherapy"
+        f"{cause.subject_id}{f' {visit.label}' if visit else ''}: {what + ' - ' if what else ''}"
     )
-    return raise_alert(
-        event,
-        d.rule_id,
-        severity,
-        title,
-        f"{d.reason}. {_grade_text(graded)}. Source: {d.source}",
+    title += actions or rule.description
+    grades = "; ".join(f"{g.payload.term} grade {_grade_shown(g)}" for g in graded)
+    detail = (
+        f"{rule.description}. {grades + '. ' if grades else ''}Source: {rule.source} "
+        f"[{rule.status.value}]"
     )
+    return raise_alert(cause, rule.id, severity, title, detail)
+
+
+def _grade_shown(graded: LabGraded) -> str:
+    g = graded.payload
+    return str(g.grade) if g.grade is not None else f">={g.minimum_grade}"
 
 
 def _alarming(graded: LabGraded) -> bool:

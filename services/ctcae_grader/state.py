@@ -1,14 +1,64 @@
-"""Patient state as a pure fold over the subject's clinical events.
+"""Patient state: a pure fold over the subject's events.
 
-The grader needs, per subject, what enrolment said (site, sex, age, baseline creatinine, platinum
-agent): reference ranges, the creatinine baseline criterion and per-drug decisions depend on it.
-The state is never stored on its own; it is rebuilt from the event log at start-up.
+What enrolment said (site, sex, age, body size, baseline creatinine, liver metastases, platinum
+agent), where the subject is in treatment (cycle and day from dose administrations), the latest
+result and grade of every lab, the latest report of every adverse event, and what the protocol
+rules have put in force: rules active, holds and dose level per drug, discontinued drugs, delays.
+Nothing here is stored: it is rebuilt from the event log at start-up, and the same events always
+give the same state.
 """
 
-from dataclasses import dataclass, replace
-from datetime import date
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from types import MappingProxyType
+from typing import Any
 
-from shared.events import Envelope, Platinum, Sex, SubjectEnrolled
+from shared.events import (
+    AdverseEventReported,
+    DoseAdministered,
+    Drug,
+    Envelope,
+    LabResultReported,
+    Platinum,
+    Sex,
+    SubjectEnrolled,
+    Visit,
+)
+from shared.labs import LabTest
+
+
+def _empty() -> Mapping[Any, Any]:
+    return MappingProxyType({})
+
+
+def _with(mapping: Mapping, key: object, value: object) -> Mapping:
+    return MappingProxyType({**mapping, key: value})
+
+
+def _without(mapping: Mapping, key: object) -> Mapping:
+    return MappingProxyType({k: v for k, v in mapping.items() if k != key})
+
+
+@dataclass(frozen=True, slots=True)
+class LatestLab:
+    value: float
+    unit: str
+    lln: float | None
+    uln: float | None
+    comparator: str | None
+    visit: Visit | None
+    collected_at: datetime
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LatestAe:
+    grade: int
+    immune_related: bool
+    serious: bool
+    onset: date
+    event_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,47 +68,151 @@ class PatientState:
     sex: Sex | None = None
     age_at_enrolment: int | None = None
     enrolled_on: date | None = None
+    weight_kg: float | None = None
+    height_cm: float | None = None
     baseline_creatinine_umol_l: float | None = None
     platinum: Platinum | None = None
     liver_metastases: bool | None = None
+    # treatment
+    cycle: int = 0  # the latest cycle with a day-1 dose
+    cycle_started_on: date | None = None
+    delays: int = 0  # day-1 doses given later than the planned cycle length
+    # results
+    labs: Mapping[LabTest, LatestLab] = field(default_factory=_empty)
+    lab_grades: Mapping[str, int | None] = field(default_factory=_empty)  # CTCAE lab term -> grade
+    adverse_events: Mapping[str, LatestAe] = field(
+        default_factory=_empty
+    )  # AE term -> latest report
+    irae_history: tuple[tuple[str, int], ...] = ()  # (term, grade) of each immune-related report
+    # protocol decisions in force
+    active_rules: Mapping[str, int] = field(default_factory=_empty)  # rule id -> cycle it fired in
+    holds: Mapping[Drug, frozenset[str]] = field(default_factory=_empty)  # drug -> rules holding it
+    dose_levels: Mapping[Drug, int] = field(default_factory=_empty)  # drug -> level (0 = full dose)
+    discontinued: frozenset[Drug] = frozenset()
 
     def age_on(self, day: date) -> float | None:
         if self.age_at_enrolment is None or self.enrolled_on is None:
             return None
         return self.age_at_enrolment + max(0, (day - self.enrolled_on).days) / 365.25
 
+    def platinum_drug(self) -> Drug | None:
+        return None if self.platinum is None else Drug(self.platinum.value)
 
-def apply(state: PatientState | None, event: Envelope) -> PatientState:
-    """The state after `event`. Events that do not change it return it unchanged."""
+    def dose_level(self, drug: Drug) -> int:
+        return self.dose_levels.get(drug, 0)
+
+    def is_held(self, drug: Drug) -> bool:
+        return bool(self.holds.get(drug))
+
+    def irae_occurrences(self, term: str, min_grade: int) -> int:
+        return sum(1 for t, g in self.irae_history if t == term and g >= min_grade)
+
+    # --- what the protocol rules change (used by the rules engine) -----------------------------
+
+    def activated(self, rule_id: str) -> "PatientState":
+        return replace(self, active_rules=_with(self.active_rules, rule_id, self.cycle))
+
+    def deactivated(self, rule_id: str) -> "PatientState":
+        return replace(self, active_rules=_without(self.active_rules, rule_id))
+
+    def held(self, drug: Drug, rule_id: str) -> "PatientState":
+        rules = self.holds.get(drug, frozenset()) | {rule_id}
+        return replace(self, holds=_with(self.holds, drug, rules))
+
+    def released(self, drug: Drug, rule_id: str) -> "PatientState":
+        rules = self.holds.get(drug, frozenset()) - {rule_id}
+        holds = _with(self.holds, drug, rules) if rules else _without(self.holds, drug)
+        return replace(self, holds=holds)
+
+    def at_level(self, drug: Drug, level: int) -> "PatientState":
+        return replace(self, dose_levels=_with(self.dose_levels, drug, level))
+
+    def stopped(self, drug: Drug) -> "PatientState":
+        return replace(
+            self, discontinued=self.discontinued | {drug}, holds=_without(self.holds, drug)
+        )
+
+    def with_grades(self, grades: Mapping[str, int | None]) -> "PatientState":
+        return replace(self, lab_grades=MappingProxyType({**self.lab_grades, **grades}))
+
+
+def apply(state: PatientState | None, event: Envelope, cycle_length_days: int = 21) -> PatientState:
+    """The state after the clinical fact `event` (rule outcomes are applied by the engine)."""
     current = state or PatientState(subject_id=event.subject_id)
     if isinstance(event, SubjectEnrolled):
-        p = event.payload
-        return replace(
-            current,
-            site_id=event.site_id,
-            sex=p.sex,
-            age_at_enrolment=p.age_years,
-            enrolled_on=p.enrolled_on,
-            baseline_creatinine_umol_l=p.baseline_creatinine_umol_l,
-            platinum=p.platinum,
-            liver_metastases=p.liver_metastases,
-        )
+        return _enrolled(current, event)
+    if isinstance(event, DoseAdministered):
+        return _dosed(current, event, cycle_length_days)
+    if isinstance(event, LabResultReported):
+        return _lab(current, event)
+    if isinstance(event, AdverseEventReported):
+        return _adverse_event(current, event)
     return current
 
 
+def _enrolled(state: PatientState, event: SubjectEnrolled) -> PatientState:
+    p = event.payload
+    return replace(
+        state,
+        site_id=event.site_id,
+        sex=p.sex,
+        age_at_enrolment=p.age_years,
+        enrolled_on=p.enrolled_on,
+        weight_kg=p.weight_kg,
+        height_cm=p.height_cm,
+        baseline_creatinine_umol_l=p.baseline_creatinine_umol_l,
+        platinum=p.platinum,
+        liver_metastases=p.liver_metastases,
+    )
+
+
+def _dosed(state: PatientState, event: DoseAdministered, cycle_length_days: int) -> PatientState:
+    visit = event.payload.visit
+    if visit.day != 1 or visit.cycle <= state.cycle:
+        return state  # a day-8 dose, or another drug of a cycle already started
+    given_on = event.payload.administered_at.date()
+    delays = state.delays
+    started = state.cycle_started_on
+    if started is not None and (given_on - started).days > cycle_length_days:
+        delays += 1
+    return replace(state, cycle=visit.cycle, cycle_started_on=given_on, delays=delays)
+
+
+def _lab(state: PatientState, event: LabResultReported) -> PatientState:
+    p = event.payload
+    latest = LatestLab(
+        value=p.reported.value,
+        unit=p.reported.unit,
+        lln=p.reported.lln,
+        uln=p.reported.uln,
+        comparator=p.comparator,
+        visit=p.visit,
+        collected_at=event.occurred_at,
+        event_id=str(event.event_id),
+    )
+    return replace(state, labs=_with(state.labs, p.test, latest))
+
+
+def _adverse_event(state: PatientState, event: AdverseEventReported) -> PatientState:
+    p = event.payload
+    latest = LatestAe(p.grade, p.immune_related, p.serious, p.onset_date, str(event.event_id))
+    history = (*state.irae_history, (p.term, p.grade)) if p.immune_related else state.irae_history
+    return replace(
+        state, adverse_events=_with(state.adverse_events, p.term, latest), irae_history=history
+    )
+
+
 class PatientStates:
-    """Every subject's state, folded event by event."""
+    """Every subject's state."""
 
     def __init__(self) -> None:
         self._states: dict[str, PatientState] = {}
 
-    def apply(self, event: Envelope) -> PatientState:
-        state = apply(self._states.get(event.subject_id), event)
-        self._states[event.subject_id] = state
-        return state
-
     def get(self, subject_id: str) -> PatientState:
         return self._states.get(subject_id) or PatientState(subject_id=subject_id)
+
+    def put(self, state: PatientState) -> None:
+        self._states[state.subject_id] = state
 
     def __len__(self) -> int:
         return len(self._states)

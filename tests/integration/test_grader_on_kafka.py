@@ -45,7 +45,7 @@ async def test_a_poison_message_goes_to_the_dead_letters_and_the_next_is_graded(
         )
         await produce_events(boot, settings.topic(CLINICAL_EVENTS), [lab("PLT", 42, day=8)])
         dead = await read_topic(boot, settings.topic(DEAD_LETTERS), lambda r: len(r) >= 2)
-        assessed = await read_topic(boot, settings.topic(ASSESSMENTS), lambda r: len(r) >= 1)
+        assessed = await read_topic(boot, settings.topic(ASSESSMENTS), lambda r: len(r) >= 3)
 
     assert [record.value for record in dead] == [
         b"{not json",
@@ -56,7 +56,7 @@ async def test_a_poison_message_goes_to_the_dead_letters_and_the_next_is_graded(
     assert b"subject_id: Field required" in headers[1][DEAD_LETTER_HEADERS.reason]
     assert headers[0][DEAD_LETTER_HEADERS.source_topic] == settings.topic(CLINICAL_EVENTS).encode()
     assert headers[1][DEAD_LETTER_HEADERS.source_offset] == b"1"
-    (graded,) = events_of(assessed)
+    (graded,) = [e for e in events_of(assessed) if isinstance(e, LabGraded)]
     assert graded.payload.term == "Platelet count decreased" and graded.payload.grade == 3
 
 

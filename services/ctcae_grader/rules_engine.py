@@ -1,0 +1,259 @@
+"""The protocol's dose rules applied to a subject's state. Pure: no I/O.
+
+A rule fires when its condition becomes true (it was not already in force), so a repeated low
+count raises nothing new: one open condition, one decision, one alert. A rule with `resume_when`
+stays in force until that condition holds, then the drugs it held (and no other rule holds) are
+resumed; a rule without it is re-armed as soon as its condition no longer holds. A discontinued
+drug stays discontinued; a reduction below the last dose level discontinues.
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from services.ctcae_grader.state import LatestLab, PatientState
+from shared.events import AdverseEventReported, DoseAction, Drug, Envelope
+from shared.labs import convert
+from shared.protocol import (
+    AeCondition,
+    AllOf,
+    AnyOf,
+    Condition,
+    LabCondition,
+    LabGradeCondition,
+    NextCycle,
+    Protocol,
+    Rule,
+)
+
+_TOLERANCE = 1e-9  # float noise from a unit conversion must not move a value off a limit
+
+
+@dataclass(frozen=True, slots=True)
+class DrugChange:
+    drug: Drug
+    action: DoseAction
+    from_level: int | None = None
+    to_level: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOutcome:
+    """A rule that fired (or, with `resumed`, a rule whose resume condition was met)."""
+
+    rule: Rule
+    changes: tuple[DrugChange, ...]
+    resumed: bool = False
+    evidence: tuple[str, ...] = ()  # event ids the condition rests on
+
+
+def apply_rules(
+    protocol: Protocol, state: PatientState, event: Envelope
+) -> tuple[PatientState, list[RuleOutcome]]:
+    """Evaluate every rule against the state after `event`; return the new state and what fired."""
+    outcomes = []
+    for rule in protocol.rules:
+        state, outcome = _apply_rule(protocol, state, rule, event)
+        if outcome is not None:
+            outcomes.append(outcome)
+    return state, outcomes
+
+
+def _apply_rule(
+    protocol: Protocol, state: PatientState, rule: Rule, event: Envelope
+) -> tuple[PatientState, RuleOutcome | None]:
+    in_force = rule.id in state.active_rules
+    holds_now = holds(rule.when, state, event)
+    if not in_force:
+        if not holds_now:
+            return state, None
+        return _fire(protocol, state, rule, event)
+    if rule.resume_when is None:
+        return (state if holds_now else state.deactivated(rule.id)), None
+    if holds(rule.resume_when, state, event, fired_in=state.active_rules[rule.id]):
+        return _resume(state, rule, event)
+    return state, None
+
+
+def _fire(
+    protocol: Protocol, state: PatientState, rule: Rule, event: Envelope
+) -> tuple[PatientState, RuleOutcome | None]:
+    changes = []
+    for drug, action in protocol.drugs_of(rule, state.platinum_drug()):
+        if drug in state.discontinued:
+            continue
+        state, change = _change(protocol, state, rule, drug, action)
+        if change is not None:
+            changes.append(change)
+    state = state.activated(rule.id)
+    if not changes:
+        return state, None
+    return state, RuleOutcome(
+        rule, tuple(changes), evidence=tuple(evidence(rule.when, state, event))
+    )
+
+
+def _change(
+    protocol: Protocol, state: PatientState, rule: Rule, drug: Drug, action: DoseAction
+) -> tuple[PatientState, DrugChange | None]:
+    level = state.dose_level(drug)
+    if action is DoseAction.HOLD:
+        return state.held(drug, rule.id), DrugChange(drug, action, level, level)
+    if action is DoseAction.DISCONTINUE:
+        return state.stopped(drug), DrugChange(drug, action, level, None)
+    if action is DoseAction.REDUCE:
+        levels = protocol.regimen.drugs[drug].dose_levels
+        if level + 1 >= len(levels):  # no lower level left
+            return state.stopped(drug), DrugChange(drug, DoseAction.DISCONTINUE, level, None)
+        return state.at_level(drug, level + 1), DrugChange(drug, action, level, level + 1)
+    return state, None  # "resume" and "proceed" are outcomes, not rule actions
+
+
+def _resume(state: PatientState, rule: Rule, event: Envelope) -> tuple[PatientState, RuleOutcome]:
+    changes = []
+    for drug, rules in list(state.holds.items()):
+        if rule.id not in rules:
+            continue
+        state = state.released(drug, rule.id)
+        if not state.is_held(drug) and drug not in state.discontinued:
+            level = state.dose_level(drug)
+            changes.append(DrugChange(drug, DoseAction.RESUME, level, level))
+    state = state.deactivated(rule.id)
+    assert rule.resume_when is not None
+    proof = tuple(evidence(rule.resume_when, state, event))
+    return state, RuleOutcome(rule, tuple(changes), resumed=True, evidence=proof)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditions
+# ---------------------------------------------------------------------------------------------
+
+
+def holds(condition: Condition, state: PatientState, event: Envelope, fired_in: int = 0) -> bool:
+    if isinstance(condition, AnyOf | AllOf):
+        if not _liver_ok(condition.liver_metastases, state):
+            return False
+        parts = condition.any if isinstance(condition, AnyOf) else condition.all
+        combine = any if isinstance(condition, AnyOf) else all
+        return combine(holds(part, state, event, fired_in) for part in parts)
+    if isinstance(condition, LabCondition):
+        lab = state.labs.get(condition.lab)
+        return (
+            lab is not None
+            and _liver_ok(condition.liver_metastases, state)
+            and _lab_holds(condition, lab)
+        )
+    if isinstance(condition, LabGradeCondition):
+        grade = state.lab_grades.get(condition.term)
+        return grade is not None and condition.min_grade <= grade <= condition.max_grade
+    if isinstance(condition, AeCondition):
+        return _ae_holds(condition, state, event)
+    if isinstance(condition, NextCycle):
+        return state.cycle > fired_in
+    raise TypeError(f"unknown condition {condition!r}")
+
+
+def _liver_ok(required: bool | None, state: PatientState) -> bool:
+    # An unknown liver-metastasis status matches neither variant: never assumed.
+    return required is None or state.liver_metastases is required
+
+
+def _lab_holds(condition: LabCondition, lab: LatestLab) -> bool:
+    if condition.visit_days is not None and (
+        lab.visit is None or lab.visit.day not in condition.visit_days
+    ):
+        return False
+    if lab.comparator is not None:
+        return False  # only a bound is known: a limit test on it could go either way
+    value = lab.value
+    for limit, beyond in _limits(condition, lab):
+        if limit is None:
+            return False  # the reference this limit needs (LLN/ULN) was not given
+        if not beyond(value, limit):
+            return False
+    return True
+
+
+def below(value: float, limit: float) -> bool:
+    return value < limit * (1 - _TOLERANCE)
+
+
+def at_least(value: float, limit: float) -> bool:
+    return value >= limit * (1 - _TOLERANCE)
+
+
+def above(value: float, limit: float) -> bool:
+    return value > limit * (1 + _TOLERANCE)
+
+
+def at_most(value: float, limit: float) -> bool:
+    return value <= limit * (1 + _TOLERANCE)
+
+
+Comparison = Callable[[float, float], bool]
+
+
+def _limits(condition: LabCondition, lab: LatestLab) -> Iterator[tuple[float | None, Comparison]]:
+    def absolute(limit: float) -> float:
+        assert condition.unit is not None
+        return convert(condition.lab, limit, condition.unit, lab.unit)
+
+    def multiple(limit: float, reference: float | None) -> float | None:
+        return None if reference is None else limit * reference
+
+    c = condition
+    if c.below is not None:
+        yield absolute(c.below), below
+    if c.at_least is not None:
+        yield absolute(c.at_least), at_least
+    if c.above is not None:
+        yield absolute(c.above), above
+    if c.at_most is not None:
+        yield absolute(c.at_most), at_most
+    if c.above_uln is not None:
+        yield multiple(c.above_uln, lab.uln), above
+    if c.at_most_uln is not None:
+        yield multiple(c.at_most_uln, lab.uln), at_most
+    if c.below_lln is not None:
+        yield multiple(c.below_lln, lab.lln), below
+    if c.at_least_lln is not None:
+        yield multiple(c.at_least_lln, lab.lln), at_least
+
+
+def _ae_holds(condition: AeCondition, state: PatientState, event: Envelope) -> bool:
+    if condition.ae is None:  # any adverse event: the one just reported
+        if not isinstance(event, AdverseEventReported):
+            return False
+        p = event.payload
+        reports = [(p.grade, p.immune_related, p.serious)]
+    else:
+        reports = [
+            (ae.grade, ae.immune_related, ae.serious)
+            for term in condition.ae
+            if (ae := state.adverse_events.get(term)) is not None
+        ]
+    return any(
+        condition.min_grade <= grade <= condition.max_grade
+        and condition.immune_related in (None, immune)
+        and condition.serious in (None, serious)
+        for grade, immune, serious in reports
+    )
+
+
+def evidence(condition: Condition, state: PatientState, event: Envelope) -> Iterator[str]:
+    """The ids of the events a condition rests on (the labs and AEs it read)."""
+    if isinstance(condition, AnyOf | AllOf):
+        parts = condition.any if isinstance(condition, AnyOf) else condition.all
+        for part in parts:
+            if isinstance(condition, AllOf) or holds(part, state, event):
+                yield from evidence(part, state, event)
+    elif isinstance(condition, LabCondition):
+        lab = state.labs.get(condition.lab)
+        if lab is not None:
+            yield lab.event_id
+    elif isinstance(condition, AeCondition):
+        if condition.ae is None:
+            yield str(event.event_id)
+        else:
+            yield from (ae.event_id for t in condition.ae if (ae := state.adverse_events.get(t)))
+    else:
+        yield str(event.event_id)
