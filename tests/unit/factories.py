@@ -4,13 +4,20 @@ from datetime import UTC, datetime
 
 from services.ingest.domain import (
     AdverseEventIn,
+    DoseIn,
     EnrolmentIn,
     LabResultIn,
     adverse_event,
+    dose_event,
     enrolment_event,
     lab_event,
 )
-from shared.events import AdverseEventReported, LabResultReported, SubjectEnrolled
+from shared.events import (
+    AdverseEventReported,
+    DoseAdministered,
+    LabResultReported,
+    SubjectEnrolled,
+)
 
 STUDY = "NCT05173246"
 
@@ -71,3 +78,26 @@ def enrolment(subject_id: str = "GZ01-005", **overrides) -> SubjectEnrolled:
         "source_message_id": f"{subject_id}-enrolment",
     }
     return enrolment_event(EnrolmentIn(**(fields | overrides)), STUDY)
+
+
+def dose(
+    drug: str, cycle: int, day: int, on: str, subject_id: str = "GZ01-005", **overrides
+) -> DoseAdministered:
+    units = {
+        "toripalimab": ("mg", 240),
+        "nab-paclitaxel": ("mg/m2", 220),
+        "cisplatin": ("mg/m2", 75),
+        "carboplatin": ("AUC", 5),
+    }
+    unit, amount = units[drug]
+    fields = {
+        "subject_id": subject_id,
+        "site_id": "GZ01",
+        "drug": drug,
+        "visit": {"cycle": cycle, "day": day},
+        "dose": amount,
+        "dose_unit": unit,
+        "administered_at": f"{on}T10:00:00+08:00",
+        "source_message_id": f"{subject_id}-C{cycle}D{day}-{drug}",
+    }
+    return dose_event(DoseIn(**(fields | overrides)), STUDY)
