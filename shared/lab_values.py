@@ -14,7 +14,10 @@ COMPARATORS = ("<=", ">=", "<", ">")
 _NUMBER = re.compile(
     r"^[+]?(\d+(?:[.,]\d+)?|\d{1,3}(?:,\d{3})+(?:\.\d+)?|[.,]\d+)(?:[eE][+-]?\d+)?$"
 )
-# "75,000" groups thousands; "0,125" cannot (no number starts with a 0 group): decimal comma.
+# "1,250,000" groups thousands; "0,125" cannot (no number starts with a 0 group): decimal comma.
+# "1,500" could be either (1.5 with a decimal comma, 1500 with a thousands separator): a wrong
+# guess moves a count a thousandfold, so it is refused.
+_AMBIGUOUS = re.compile(r"^[1-9]\d{0,2},\d{3}$")
 _THOUSANDS = re.compile(r"^[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")
 
 
@@ -51,9 +54,15 @@ def parse_lab_value(raw: object) -> LabValue:
 
 
 def _to_float(text: str) -> float:
-    if _THOUSANDS.match(text):  # "75,000" or "1,500.5": comma groups thousands
+    if _AMBIGUOUS.match(text):
+        whole, fraction = text.split(",")
+        raise LabValueError(
+            f"'{text}' is ambiguous: a decimal comma ({whole}.{fraction}) or a thousands "
+            f"separator ({whole}{fraction})? Send the number without the comma"
+        )
+    if _THOUSANDS.match(text):  # "1,250,000" or "1,500.5": comma groups thousands
         return float(text.replace(",", ""))
-    return float(text.replace(",", "."))  # "1,5": decimal comma
+    return float(text.replace(",", "."))  # "1,5", "0,125": decimal comma
 
 
 def _checked(number: float, comparator: str | None, raw: object) -> LabValue:

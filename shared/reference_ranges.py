@@ -40,7 +40,8 @@ class ReferenceRange:
             return False
         if self.age_min is not None and (age is None or age < self.age_min):
             return False
-        return self.age_max is None or (age is not None and age <= self.age_max)
+        # Bands are in whole years: "18-59" covers everyone who has not yet turned 60.
+        return self.age_max is None or (age is not None and age < self.age_max + 1)
 
     def specificity(self) -> tuple[int, int, int]:
         age_band = (self.age_min is not None) + (self.age_max is not None)

@@ -162,15 +162,24 @@ def _lab_holds(condition: LabCondition, lab: LatestLab) -> bool:
         lab.visit is None or lab.visit.day not in condition.visit_days
     ):
         return False
-    if lab.comparator is not None:
-        return False  # only a bound is known: a limit test on it could go either way
-    value = lab.value
+    # A result reported as a bound ("<0.5") meets a limit only if every value it stands for does:
+    # both ends of its range are tested.
+    values = _range_of(lab.value, lab.comparator)
     for limit, beyond in _limits(condition, lab):
         if limit is None:
             return False  # the reference this limit needs (LLN/ULN) was not given
-        if not beyond(value, limit):
+        if not all(beyond(value, limit) for value in values):
             return False
     return True
+
+
+def _range_of(value: float, comparator: str | None) -> tuple[float, ...]:
+    if comparator is None:
+        return (value,)
+    nudge = abs(value) * 1e-6 or 1e-9
+    if comparator.startswith("<"):
+        return (0.0, value if comparator == "<=" else value - nudge)
+    return (value if comparator == ">=" else value + nudge, value * 1e6 + 1e6)
 
 
 def below(value: float, limit: float) -> bool:

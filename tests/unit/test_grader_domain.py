@@ -127,3 +127,22 @@ def test_a_recognised_irae_term_not_flagged_by_the_site_asks_for_review() -> Non
 
 def test_a_grade_1_recognised_irae_term_raises_nothing() -> None:
     assert assess(ae(term="Colitis", grade=1, serious=False)).alerts == []
+
+
+@pytest.mark.parametrize(
+    ("reported", "held"),
+    [("<1.5", True), ("<0.5", True), ("<=1.49", True), ("<1.6", False), (">0.5", False)],
+)
+def test_a_bound_holds_only_when_every_value_it_stands_for_is_below_the_minimum(
+    reported: str, held: bool
+) -> None:
+    found = [d.payload.rule_id for d in decisions(lab("ANC", reported, day=1))]
+    assert ("D1-ANC-HOLD" in found) is held
+
+
+def test_an_age_in_the_last_year_of_a_band_still_gets_that_bands_range() -> None:
+    from shared.labs import LabTest
+    from shared.reference_ranges import load_reference_ranges
+
+    configured = load_reference_ranges().lookup(LabTest.CREATININE, "GZ01", "F", 59.5)
+    assert configured is not None and configured.uln == 73

@@ -19,8 +19,8 @@ from shared.lab_values import LabValue, LabValueError, LabValueField, parse_lab_
         (".5", 0.5),
         ("0", 0.0),
         ("+5", 5.0),
-        ("75,000", 75000.0),  # thousands separator
-        ("1,500", 1500.0),  # three digits after the comma: read as thousands
+        ("1,250,000", 1250000.0),  # several groups: thousands separators
+        ("1,500.5", 1500.5),  # a decimal point after the group: thousands separator
         ("1,500.5", 1500.5),
         ("1,234,567", 1234567.0),
         ("1 500", 1500.0),  # a space groups thousands too
@@ -46,7 +46,7 @@ def test_reads_an_exponent(raw: str, number: float) -> None:
         ("<=5", "<=", 5.0),
         (">= 1000", ">=", 1000.0),
         ("< 0,1", "<", 0.1),
-        (">75,000", ">", 75000.0),
+        (">75000", ">", 75000.0),
         ("<1e-3", "<", 0.001),
     ],
 )
@@ -156,3 +156,11 @@ def test_a_decimal_comma_with_three_decimals_after_zero_is_not_thousands(
 ) -> None:
     # e.g. urate 0,420 mmol/L (ULN 0.42) would become 420 mmol/L: Hyperuricemia grade 4
     assert parse_lab_value(raw).number == number
+
+
+@pytest.mark.parametrize("raw", ["1,500", "75,000", "<1,000"])
+def test_one_comma_before_three_digits_is_refused_as_ambiguous(raw: str) -> None:
+    # 1.5 with a decimal comma or 1500 with a thousands separator: a wrong guess moves a count
+    # a thousandfold, so the site must send the number without the comma.
+    with pytest.raises(LabValueError, match="is ambiguous: a decimal comma"):
+        parse_lab_value(raw)
