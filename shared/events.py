@@ -92,10 +92,12 @@ class Source(Model):
 
 
 class Measurement(Model):
-    value: float
+    # Finite only: a value that overflows in a unit conversion must be refused at ingest, not
+    # published as a null the grader cannot read.
+    value: float = Field(allow_inf_nan=False)
     unit: str
-    lln: float | None = None
-    uln: float | None = None
+    lln: float | None = Field(None, allow_inf_nan=False)
+    uln: float | None = Field(None, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------

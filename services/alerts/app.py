@@ -13,9 +13,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from services.alerts.db import create_engine, upgrade_schema
-from services.alerts.domain import TransitionError
+from services.alerts.domain import TransitionError, acknowledgement_id
 from services.alerts.notify import compose_email, send_email
-from services.alerts.store import AlertNotFound, AlertStore, PendingNotification, is_open
+from services.alerts.store import MAX_ATTEMPTS, AlertNotFound, AlertStore, PendingNotification
 from services.common.consumer import RejectedEvent, subscribe
 from services.common.http import add_operational_routes, configure_logging
 from shared.events import (
@@ -24,7 +24,6 @@ from shared.events import (
     AlertRaised,
     Envelope,
     Source,
-    derive_id,
     utc_now,
 )
 from shared.kafka import broker_running, make_broker, publish_events
@@ -78,9 +77,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             await send_email(settings, message)
         except Exception as error:  # any SMTP failure: record it, retry later, never block
-            log.warning("email for alert %s to %s failed: %r", note.alert_id, note.recipient, error)
             await store.mark_notification(note, repr(error)[:1000])
-            NOTIFICATIONS.labels("email", "failed").inc()
+            if note.attempts + 1 >= MAX_ATTEMPTS:
+                log.error(
+                    "giving up email for alert %s to %s after %d attempts: %r",
+                    note.alert_id,
+                    note.recipient,
+                    note.attempts + 1,
+                    error,
+                )
+                NOTIFICATIONS.labels("email", "abandoned").inc()
+            else:
+                log.warning(
+                    "email for alert %s to %s failed: %r", note.alert_id, note.recipient, error
+                )
+                NOTIFICATIONS.labels("email", "failed").inc()
             return
         await store.mark_notification(note, None)
         NOTIFICATIONS.labels("email", "sent").inc()
@@ -105,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         while True:
             await asyncio.sleep(settings.notification_retry_s)
             try:
-                for note in await store.pending_notifications():
+                for note in await store.pending_notifications(failed_only=True):
                     await deliver(note)
             except Exception:
                 log.exception("notification retry pass failed")
@@ -149,37 +160,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/alerts/{alert_id}/acknowledge", response_model=AlertOut)
     async def acknowledge(alert_id: uuid.UUID, body: Annotated[AcknowledgementIn, Body()]) -> dict:
-        """Take responsibility for an open alert. The acknowledgement is recorded in the event
-        log first, then applied to the store."""
+        """Take responsibility for an open alert. Taken under a row lock, so of two physicians
+        acknowledging at once one gets 409 naming the other; then recorded in the event log (a
+        503 there is safe to retry: the same user's acknowledgement is the same event)."""
         try:
             alert = await store.get(alert_id)
         except AlertNotFound as error:
             raise HTTPException(404, f"no alert {alert_id}") from error
-        if not is_open(alert):
-            raise HTTPException(
-                409,
-                f"alert is {alert['status']}"
-                + (
-                    f" (by {alert['acknowledged_by']} at {alert['acknowledged_at']:%Y-%m-%d %H:%M})"
-                    if alert["acknowledged_by"]
-                    else ""
-                ),
-            )
+        now = utc_now()
         event = AlertAcknowledged(
-            event_id=derive_id("AlertAcknowledged", str(alert_id)),
+            event_id=acknowledgement_id(alert_id, body.acknowledged_by),
             study_id=alert["study_id"],
             site_id=alert["site_id"],
             subject_id=alert["subject_id"],
-            occurred_at=utc_now(),
-            recorded_at=utc_now(),
+            occurred_at=now,
+            recorded_at=now,
             causation_id=alert["alert_id"],
             source=Source(system="safetymon-alerts", message_id=f"ack-{alert_id}"),
             payload=AlertAcknowledgedPayload(alert_id=alert_id, **body.model_dump()),
         )
         try:
+            acknowledged = await store.acknowledge(event)
+        except TransitionError as error:
+            raise HTTPException(409, str(error)) from error
+        try:
             await publish_events(broker, settings.topic(ALERTS), [event])
         except Exception as error:
-            raise HTTPException(503, f"event log unavailable, retry: {error!r}") from error
-        return await store.acknowledge(event)  # the consumer applies it too; either is a no-op
+            log.exception("acknowledgement of %s not in the event log yet", alert_id)
+            raise HTTPException(503, "event log unavailable: retry the acknowledgement") from error
+        return acknowledged
 
     return app

@@ -1,6 +1,7 @@
 """Alert store schema (SQLAlchemy Core) and engine set-up. The schema is created by Alembic
 (services/alerts/migrations); these table objects are what the code queries."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
@@ -16,9 +17,32 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     Uuid,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+class UtcDateTime(TypeDecorator):
+    """Timestamps stored in UTC and read back as aware UTC datetimes, on every database: SQLite
+    keeps no offset, so a deadline written as 10:00+08:00 would come back as a bare 10:00."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("refusing a naive datetime: its time zone is unknown")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 metadata = MetaData()
 
@@ -35,13 +59,13 @@ alerts = Table(
     Column("title", Text, nullable=False),
     Column("detail", Text, nullable=False),
     Column("trigger_event_id", Uuid, nullable=False),
-    Column("occurred_at", DateTime(timezone=True), nullable=False),
-    Column("raised_at", DateTime(timezone=True), nullable=False),
-    Column("due_at", DateTime(timezone=True)),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("raised_at", UtcDateTime(), nullable=False),
+    Column("due_at", UtcDateTime()),
     Column("acknowledged_by", String(200)),
-    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("acknowledged_at", UtcDateTime()),
     Column("acknowledgement_comment", Text),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Index("ix_alerts_status_severity", "status", "severity"),
     Index("ix_alerts_subject", "subject_id"),
 )
@@ -52,7 +76,7 @@ alert_events = Table(
     Column("event_id", Uuid, primary_key=True),
     Column("alert_id", Uuid, ForeignKey("alerts.alert_id"), nullable=False, index=True),
     Column("event_type", String(50), nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", UtcDateTime(), nullable=False),
     Column("actor", String(200)),
     Column("event", JSON, nullable=False),
 )
@@ -68,8 +92,8 @@ notifications = Table(
     Column("status", String(20), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("last_error", Text),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("sent_at", DateTime(timezone=True)),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("sent_at", UtcDateTime()),
     Index("ix_notifications_status", "status"),
 )
 

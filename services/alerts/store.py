@@ -24,6 +24,7 @@ from shared.events import (
 )
 
 EMAIL = "email"
+MAX_ATTEMPTS = 20  # then the delivery is abandoned, logged as an error and counted
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,8 @@ class AlertStore:
         async with self.engine.begin() as conn:
             row = await self._lock_alert(conn, p.alert_id)
             if await self._has_event(conn, event.event_id):
-                return dict(row._mapping)
-            status = after_acknowledged(AlertStatus(row.status))
+                return dict(row._mapping)  # a retry of an acknowledgement already taken
+            status = after_acknowledged(AlertStatus(row.status), row.acknowledged_by)
             await conn.execute(
                 update(alerts)
                 .where(alerts.c.alert_id == p.alert_id)
@@ -117,11 +118,12 @@ class AlertStore:
             return dict((await self._lock_alert(conn, p.alert_id))._mapping)
 
     async def pending_notifications(
-        self, alert_id: uuid.UUID | None = None, max_attempts: int = 10
+        self, alert_id: uuid.UUID | None = None, failed_only: bool = False
     ) -> list[PendingNotification]:
-        query = select(notifications).where(
-            notifications.c.status != "sent", notifications.c.attempts < max_attempts
-        )
+        """Notifications still to send. The retry pass takes only failed ones: a pending one
+        is being sent by the consumer that stored it (or is redelivered with its message)."""
+        wanted = ("failed",) if failed_only else ("pending", "failed")
+        query = select(notifications).where(notifications.c.status.in_(wanted))
         if alert_id is not None:
             query = query.where(notifications.c.alert_id == alert_id)
         async with self.engine.connect() as conn:
@@ -133,11 +135,12 @@ class AlertStore:
 
     async def mark_notification(self, note: PendingNotification, error: str | None) -> None:
         async with self.engine.begin() as conn:
-            values: dict = {"attempts": note.attempts + 1, "last_error": error}
+            attempts = note.attempts + 1
+            values: dict = {"attempts": attempts, "last_error": error}
             if error is None:
                 values |= {"status": "sent", "sent_at": utc_now()}
             else:
-                values |= {"status": "failed"}
+                values |= {"status": "abandoned" if attempts >= MAX_ATTEMPTS else "failed"}
             await conn.execute(
                 update(notifications)
                 .where(notifications.c.notification_id == note.notification_id)

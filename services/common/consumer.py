@@ -3,17 +3,21 @@
 Offsets are committed only after the handler's outputs are acknowledged by the broker
 (at-least-once; outputs have deterministic ids, so a redelivery repeats nothing downstream).
 A message that cannot be decoded, or that the handler rejects as invalid, goes to the dead-letter
-topic with the reason, and the consumer moves on. A transient failure (broker or database down)
-rewinds to the same message after a pause.
+topic with the reason, and the consumer moves on. A transient failure (broker or database
+unreachable) rewinds to the same message after a pause, as long as it lasts. Any other failure (a
+defect meeting this message) is retried a few times, then the message is dead-lettered with the
+error, so one message never stops a partition's other subjects.
 """
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared.events import Envelope, EventDecodeError, decode_event
 from shared.kafka import publish_dead_letter
@@ -22,6 +26,8 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 RETRY_PAUSE_S = 1.0
+MAX_FAILURES = 5  # of a message failing for a reason other than an unreachable dependency
+TRANSIENT = (KafkaError, OSError, OperationalError, InterfaceError, TimeoutError)
 
 EventHandler = Callable[[Envelope], Awaitable[None]]
 
@@ -35,6 +41,13 @@ def subscribe(
 ) -> None:
     group = settings.consumer_group(service)
 
+    failures: dict[tuple[int, int], int] = {}  # (partition, offset) -> failed attempts
+
+    async def dead_letter(message: KafkaMessage, reason: str) -> None:
+        await publish_dead_letter(broker, settings, message, group, reason)
+        DEAD_LETTERS.labels(service).inc()
+        CONSUMED_MESSAGES.labels(service, "dead_letter").inc()
+
     @broker.subscriber(
         topic,
         group_id=group,
@@ -43,17 +56,31 @@ def subscribe(
         max_poll_interval_ms=300_000,
     )
     async def consume(message: KafkaMessage) -> None:
+        record = message.raw_message
+        position = (record.partition, record.offset)
         try:
             event = decode_event(message.body)
             await handle(event)
         except (EventDecodeError, RejectedEvent) as error:
-            await publish_dead_letter(broker, settings, message, group, str(error))
-            DEAD_LETTERS.labels(service).inc()
-            CONSUMED_MESSAGES.labels(service, "dead_letter").inc()
+            await dead_letter(message, str(error))
             return
-        except Exception:
+        except TRANSIENT:
+            CONSUMED_MESSAGES.labels(service, "retry").inc()
+            log.exception("%s: a dependency is unreachable; retrying the same message", service)
+            await asyncio.sleep(RETRY_PAUSE_S)
+            raise
+        except Exception as error:
+            failures[position] = failures.get(position, 0) + 1
+            if failures[position] >= MAX_FAILURES:
+                log.exception(
+                    "%s: giving up on %s after %d failures", service, position, MAX_FAILURES
+                )
+                failures.pop(position)
+                await dead_letter(message, f"failed {MAX_FAILURES} times: {error!r}"[:1000])
+                return
             CONSUMED_MESSAGES.labels(service, "retry").inc()
             log.exception("%s: processing failed, will retry the same message", service)
             await asyncio.sleep(RETRY_PAUSE_S)
             raise
+        failures.pop(position, None)
         CONSUMED_MESSAGES.labels(service, "processed").inc()

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from services.common.http import add_operational_routes, configure_logging
 from services.ingest.domain import (
@@ -35,6 +35,19 @@ class Accepted(BaseModel):
     event_ids: list[str]
 
 
+class _Refused(Exception):
+    def __init__(self, problems: list[tuple]) -> None:
+        self.problems = problems
+
+
+def _refusal(problems: list[tuple]) -> JSONResponse:
+    details = [
+        {"field": ".".join(str(part) for part in loc), "reason": msg, "type": kind}
+        for loc, msg, kind in problems
+    ]
+    return JSONResponse({"detail": details}, status_code=422)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
@@ -56,21 +69,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         INGEST_REJECTS.labels(request.url.path, "invalid").inc()
-        details = [
-            {"field": ".".join(str(p) for p in e["loc"][1:]), "reason": e["msg"], "type": e["type"]}
-            for e in error.errors()
-        ]
-        return JSONResponse({"detail": details}, status_code=422)
+        return _refusal([(e["loc"][1:], e["msg"], e["type"]) for e in error.errors()])
+
+    @app.exception_handler(_Refused)
+    async def refused_after_normalising(_: Request, error: _Refused) -> JSONResponse:
+        return _refusal(error.problems)
 
     async def publish(requests: Sequence[SubmissionIn], endpoint: str) -> Accepted:
-        events = [to_event(request, settings.study_id) for request in requests]
+        events, problems = [], []
+        for index, request in enumerate(requests):
+            try:
+                events.append(to_event(request, settings.study_id))
+            except ValidationError as error:
+                # Valid as sent, invalid once normalised (e.g. out of range in SI units).
+                where = (index,) if endpoint.endswith("/batch") else ()
+                problems += [((*where, *e["loc"]), e["msg"], e["type"]) for e in error.errors()]
+        if problems:
+            INGEST_REJECTS.labels(endpoint, "invalid").inc()
+            raise _Refused(problems)
         try:
             await publish_events(broker, topic, events, PUBLISH_TIMEOUT_S)
         except Exception as error:
             # Not acknowledged: tell the client to retry; a resend keeps the same event ids.
             INGEST_REJECTS.labels(endpoint, "broker_unavailable").inc()
             log.exception("publish to %s failed", topic)
-            raise HTTPException(503, f"event log unavailable, retry: {error!r}") from error
+            raise HTTPException(503, "event log unavailable: retry the same request") from error
         for event in events:
             INGESTED_EVENTS.labels(event.event_type).inc()
         return Accepted(accepted=len(events), event_ids=[str(e.event_id) for e in events])

@@ -43,6 +43,7 @@ from shared.labs import (
 )
 
 PayloadT = TypeVar("PayloadT", bound=Model)
+MAX_BASELINE_CREATININE_UMOL_L = 2000.0  # the canonical event's limit (SubjectEnrolledPayload)
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
@@ -84,8 +85,19 @@ class EnrolmentIn(SubmissionIn):
 
     @field_validator("baseline_creatinine")
     @classmethod
-    def _creatinine_unit(cls, quantity: QuantityIn) -> QuantityIn:
-        canonical_unit(LabTest.CREATININE, quantity.unit)  # UnitError -> 422 on this field
+    def _creatinine_plausible(cls, quantity: QuantityIn) -> QuantityIn:
+        try:
+            umol_l = to_si(LabTest.CREATININE, quantity.value, quantity.unit)
+        except UnitError as error:
+            raise _refusal("lab_unit", error) from error
+        if not 0 < umol_l < MAX_BASELINE_CREATININE_UMOL_L:
+            raise _refusal(
+                "implausible",
+                ValueError(
+                    f"{quantity.value:g} {quantity.unit} is {umol_l:.0f} umol/L: not a plausible "
+                    f"baseline creatinine (limit {MAX_BASELINE_CREATININE_UMOL_L:g} umol/L)"
+                ),
+            )
         return quantity
 
 
@@ -142,7 +154,25 @@ class LabResultIn(SubmissionIn):
 
 class AdverseEventIn(SubmissionIn, AdverseEventPayload):
     """An adverse event as the site reports it: the canonical payload plus submission fields.
-    The term must be a CTCAE v4.03 term (stored as NCI spells it) and the grade one it defines."""
+    The term must be a CTCAE v4.03 term (stored as NCI spells it) and the grade one it defines.
+    A serious or fatal event must say when the site learned of it: that starts the 24-hour
+    reporting clock, which is never guessed."""
+
+    site_aware_at: AwareDatetime | None = Field(None, validate_default=True)
+
+    @field_validator("site_aware_at")
+    @classmethod
+    def _clock_start_known(cls, aware: datetime | None, info: ValidationInfo) -> datetime | None:
+        needs_clock = info.data.get("serious") or info.data.get("grade") == 5
+        if aware is None and needs_clock:
+            raise _refusal(
+                "required",
+                ValueError(
+                    "a serious or fatal adverse event needs site_aware_at (when the site "
+                    "learned of it): the 24-hour reporting clock starts then"
+                ),
+            )
+        return aware
 
     @field_validator("term")
     @classmethod

@@ -99,3 +99,39 @@ def test_the_adverse_event_term_is_published_as_nci_spells_it() -> None:
     assert ae(term=typed, grade=1).payload.term == (
         "Musculoskeletal and connective tissue disorder -  Other, specify"
     )
+
+
+def test_a_serious_adverse_event_without_site_awareness_is_refused_on_that_field() -> None:
+    from services.ingest.domain import AdverseEventIn
+
+    with pytest.raises(ValidationError) as error:
+        AdverseEventIn(
+            subject_id="GZ01-001",
+            site_id="GZ01",
+            term="Febrile neutropenia",
+            grade=3,
+            serious=True,
+            onset_date="2025-05-10",
+        )
+    (issue,) = error.value.errors()
+    assert issue["loc"] == ("site_aware_at",)
+    assert "24-hour reporting clock" in issue["msg"]
+
+
+def test_an_implausible_baseline_creatinine_is_refused_on_its_field() -> None:
+    with pytest.raises(ValidationError) as error:
+        EnrolmentIn(
+            subject_id="GZ01-001",
+            site_id="GZ01",
+            enrolled_on="2025-03-01",
+            sex="M",
+            age_years=61,
+            weight_kg=60,
+            height_cm=170,
+            baseline_creatinine={"value": 25, "unit": "mg/dL"},
+            liver_metastases=False,
+            platinum="cisplatin",
+        )
+    (issue,) = error.value.errors()
+    assert issue["loc"] == ("baseline_creatinine",)
+    assert "not a plausible baseline creatinine" in issue["msg"]
