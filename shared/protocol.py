@@ -91,7 +91,9 @@ class LabCondition(Model):
     above: float | None = Field(None, ge=0)
     at_most: float | None = Field(None, gt=0)
     above_uln: float | None = Field(None, gt=0)
+    at_least_uln: float | None = Field(None, gt=0)
     at_most_uln: float | None = Field(None, gt=0)
+    below_uln: float | None = Field(None, gt=0)
     below_lln: float | None = Field(None, gt=0)
     at_least_lln: float | None = Field(None, gt=0)
     liver_metastases: bool | None = None
@@ -115,7 +117,14 @@ class LabCondition(Model):
     @model_validator(mode="after")
     def _limits_make_sense(self) -> "LabCondition":
         absolute = (self.below, self.at_least, self.above, self.at_most)
-        relative = (self.above_uln, self.at_most_uln, self.below_lln, self.at_least_lln)
+        relative = (
+            self.above_uln,
+            self.at_least_uln,
+            self.at_most_uln,
+            self.below_uln,
+            self.below_lln,
+            self.at_least_lln,
+        )
         if all(limit is None for limit in (*absolute, *relative)):
             raise ValueError("a lab condition needs at least one limit")
         if any(limit is not None for limit in absolute) and self.unit is None:
@@ -154,6 +163,8 @@ class AeCondition(Model):
     serious: bool | None = None
     min_grade: int = Field(1, ge=1, le=5)
     max_grade: int = Field(5, ge=1, le=5)
+    # Recurrence: at least this many immune-related reports of these terms in the grade range.
+    occurrences_at_least: int | None = Field(None, ge=2)
 
     @field_validator("ae")
     @classmethod
@@ -164,6 +175,20 @@ class AeCondition(Model):
             return tuple(require_term(term).term for term in terms)
         except AeTermError as error:
             raise ValueError(str(error)) from None
+
+
+class ClearanceCondition(Model):
+    """Creatinine clearance (Cockcroft-Gault, mL/min) from the latest creatinine (else the
+    baseline) and the subject's age, weight and sex at enrolment."""
+
+    crcl_below: float | None = Field(None, gt=0)
+    crcl_at_least: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> "ClearanceCondition":
+        if (self.crcl_below is None) == (self.crcl_at_least is None):
+            raise ValueError("give exactly one of crcl_below and crcl_at_least")
+        return self
 
 
 class NextCycle(Model):
@@ -193,6 +218,8 @@ _CONDITION_KEYS = (
     ("ae", "AeCondition"),
     ("immune_related", "AeCondition"),
     ("serious", "AeCondition"),
+    ("crcl_below", "ClearanceCondition"),
+    ("crcl_at_least", "ClearanceCondition"),
 )
 
 
@@ -210,12 +237,13 @@ Condition = Annotated[
     | Annotated[LabCondition, Tag("LabCondition")]
     | Annotated[LabGradeCondition, Tag("LabGradeCondition")]
     | Annotated[AeCondition, Tag("AeCondition")]
+    | Annotated[ClearanceCondition, Tag("ClearanceCondition")]
     | Annotated[NextCycle, Tag("NextCycle")],
     Discriminator(
         _condition_kind,
         custom_error_type="condition",
         custom_error_message="a condition needs one of: lab, term, ae, immune_related, "
-        "next_cycle, any, all",
+        "serious, crcl_below, crcl_at_least, next_cycle, any, all",
     ),
 ]
 AnyOf.model_rebuild()
@@ -231,7 +259,8 @@ class Rule(Model):
     id: str = Field(pattern=r"^[A-Z0-9][A-Z0-9-]*$", max_length=50)
     description: str = Field(min_length=1)
     when: Condition
-    actions: dict[str, DoseAction] = Field(min_length=1)
+    actions: dict[str, DoseAction] = Field(default_factory=dict)
+    signal: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=50)
     resume_when: Condition | None = None
     severity: Severity
     source: str = Field(min_length=1)
@@ -244,6 +273,12 @@ class Rule(Model):
             if drug != PLATINUM:
                 _known(Drug, drug, "drug")
         return actions
+
+    @model_validator(mode="after")
+    def _does_something(self) -> "Rule":
+        if not self.actions and self.signal is None:
+            raise ValueError(f"rule {self.id} has neither actions nor a signal")
+        return self
 
 
 class Protocol(Model):

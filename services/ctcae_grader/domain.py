@@ -31,6 +31,8 @@ from shared.events import (
     LabGraded,
     LabGradedPayload,
     LabResultReported,
+    SafetySignalDetected,
+    SafetySignalPayload,
     Severity,
     Visit,
     derive_id,
@@ -61,6 +63,7 @@ def step(
         state = state.with_grades({g.payload.term: g.payload.grade for g in graded})
     state, outcomes = apply_rules(protocol, state, event)
     decisions = [decision_event(event, outcome) for outcome in outcomes if outcome.changes]
+    signals = [signal_event(event, outcome) for outcome in outcomes if outcome.signal]
     alerts = [rule_alert(event, outcome, graded) for outcome in outcomes if not outcome.resumed]
     if isinstance(event, AdverseEventReported):
         # SAE and death alerts always (they carry the reporting deadline); others when no rule did.
@@ -69,7 +72,7 @@ def step(
         alerts = reporting + (alerts or [a for a in ae_alerts if a.payload.due_at is None])
     elif not alerts:
         alerts = [_grade_alert(event, grade) for grade in graded if _alarming(grade)]
-    return state, Assessment(assessments=[*graded, *decisions], alerts=alerts)
+    return state, Assessment(assessments=[*graded, *decisions, *signals], alerts=alerts)
 
 
 def assess(
@@ -175,6 +178,16 @@ def decision_event(cause: Envelope, outcome: RuleOutcome) -> DoseDecisionMade:
         trigger_event_ids=tuple(UUID(e) for e in dict.fromkeys(outcome.evidence)),
     )
     return cause.derived(DoseDecisionMade, payload, rule.id, "resume" if outcome.resumed else "")
+
+
+def signal_event(cause: Envelope, outcome: RuleOutcome) -> SafetySignalDetected:
+    rule = outcome.rule
+    payload = SafetySignalPayload(
+        signal=outcome.signal or rule.id,
+        reason=f"{rule.description}. Source: {rule.source} [{rule.status.value}]",
+        trigger_event_ids=tuple(UUID(e) for e in dict.fromkeys(outcome.evidence)),
+    )
+    return cause.derived(SafetySignalDetected, payload, rule.id)
 
 
 def _level_text(change: DrugChange) -> str:

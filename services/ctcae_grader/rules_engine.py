@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from services.ctcae_grader.state import LatestLab, PatientState
+from shared.dosing import cockcroft_gault
 from shared.events import AdverseEventReported, DoseAction, Drug, Envelope
-from shared.labs import convert
+from shared.labs import LabTest, convert
 from shared.protocol import (
     AeCondition,
     AllOf,
     AnyOf,
+    ClearanceCondition,
     Condition,
     LabCondition,
     LabGradeCondition,
@@ -44,6 +46,7 @@ class RuleOutcome:
     changes: tuple[DrugChange, ...]
     resumed: bool = False
     evidence: tuple[str, ...] = ()  # event ids the condition rests on
+    signal: str | None = None  # a safety signal the rule detected
 
 
 def apply_rules(
@@ -85,11 +88,10 @@ def _fire(
         if change is not None:
             changes.append(change)
     state = state.activated(rule.id)
-    if not changes:
+    if not changes and rule.signal is None:
         return state, None
-    return state, RuleOutcome(
-        rule, tuple(changes), evidence=tuple(evidence(rule.when, state, event))
-    )
+    proof = tuple(evidence(rule.when, state, event))
+    return state, RuleOutcome(rule, tuple(changes), evidence=proof, signal=rule.signal)
 
 
 def _change(
@@ -149,6 +151,8 @@ def holds(condition: Condition, state: PatientState, event: Envelope, fired_in: 
         return _ae_holds(condition, state, event)
     if isinstance(condition, NextCycle):
         return state.cycle > fired_in
+    if isinstance(condition, ClearanceCondition):
+        return _clearance_holds(condition, state)
     raise TypeError(f"unknown condition {condition!r}")
 
 
@@ -220,15 +224,50 @@ def _limits(condition: LabCondition, lab: LatestLab) -> Iterator[tuple[float | N
         yield absolute(c.at_most), at_most
     if c.above_uln is not None:
         yield multiple(c.above_uln, lab.uln), above
+    if c.at_least_uln is not None:
+        yield multiple(c.at_least_uln, lab.uln), at_least
     if c.at_most_uln is not None:
         yield multiple(c.at_most_uln, lab.uln), at_most
+    if c.below_uln is not None:
+        yield multiple(c.below_uln, lab.uln), below
     if c.below_lln is not None:
         yield multiple(c.below_lln, lab.lln), below
     if c.at_least_lln is not None:
         yield multiple(c.at_least_lln, lab.lln), at_least
 
 
+def creatinine_clearance(state: PatientState) -> float | None:
+    """Cockcroft-Gault from the latest creatinine result, else the baseline; None when the
+    subject's age, weight or sex is not known."""
+    latest = state.labs.get(LabTest.CREATININE)
+    if latest is not None and latest.comparator is None:
+        creatinine_mg_dl = convert(LabTest.CREATININE, latest.value, latest.unit, "mg/dL")
+        on = latest.collected_at.date()
+    elif state.baseline_creatinine_umol_l is not None and state.enrolled_on is not None:
+        creatinine_mg_dl = convert(
+            LabTest.CREATININE, state.baseline_creatinine_umol_l, "umol/L", "mg/dL"
+        )
+        on = state.enrolled_on
+    else:
+        return None
+    age = state.age_on(on)
+    if age is None or state.weight_kg is None or state.sex is None or creatinine_mg_dl <= 0:
+        return None
+    return cockcroft_gault(age, state.weight_kg, creatinine_mg_dl, state.sex)
+
+
+def _clearance_holds(condition: ClearanceCondition, state: PatientState) -> bool:
+    clearance = creatinine_clearance(state)
+    if clearance is None:
+        return False
+    if condition.crcl_below is not None:
+        return below(clearance, condition.crcl_below)
+    return at_least(clearance, condition.crcl_at_least or 0)
+
+
 def _ae_holds(condition: AeCondition, state: PatientState, event: Envelope) -> bool:
+    if condition.occurrences_at_least is not None:
+        return _recurrences(condition, state) >= condition.occurrences_at_least
     if condition.ae is None:  # any adverse event: the one just reported
         if not isinstance(event, AdverseEventReported):
             return False
@@ -245,6 +284,15 @@ def _ae_holds(condition: AeCondition, state: PatientState, event: Envelope) -> b
         and condition.immune_related in (None, immune)
         and condition.serious in (None, serious)
         for grade, immune, serious in reports
+    )
+
+
+def _recurrences(condition: AeCondition, state: PatientState) -> int:
+    terms = condition.ae
+    return sum(
+        1
+        for term, grade in state.irae_history
+        if (terms is None or term in terms) and condition.min_grade <= grade <= condition.max_grade
     )
 
 

@@ -25,8 +25,8 @@ RECIPIENTS = ["desk@example.org", "physician@example.org"]
 
 
 def raised(event=None) -> AlertRaised:
-    (alert,) = assess(event or lab("ANC", 0.9)).alerts
-    return alert
+    """The first alert the event raises (for an SAE: the reporting alert)."""
+    return assess(event or lab("ANC", 0.9)).alerts[0]
 
 
 def acknowledgement(alert: AlertRaised, by: str) -> AlertAcknowledged:

@@ -20,7 +20,7 @@ async def test_a_deadline_written_with_an_offset_reads_back_as_the_same_instant(
     engine = create_engine(url)
     try:
         store = AlertStore(engine)
-        (alert,) = assess(ae(site_aware_at=datetime(2025, 5, 10, 18, 0, tzinfo=CHINA))).alerts
+        alert, *_ = assess(ae(site_aware_at=datetime(2025, 5, 10, 18, 0, tzinfo=CHINA))).alerts
         await store.record_raised(alert, ["desk@example.org"])
         stored = await store.get(alert.payload.alert_id)
     finally:

@@ -88,9 +88,10 @@ def test_redelivery_gives_the_same_ids() -> None:
 
 def test_an_sae_alert_carries_the_24_hour_clock_from_site_awareness() -> None:
     event = ae()
-    (alert,) = assess(event).alerts
+    alert, *protocol_alerts = assess(event).alerts  # the reporting alert comes first
     assert isinstance(alert, AlertRaised)
     assert alert.payload.rule_id == "AE-SAE" and alert.payload.severity is Severity.CRITICAL
+    assert [a.payload.rule_id for a in protocol_alerts] == ["FN-REDUCE"]
     assert alert.payload.due_at == event.payload.site_aware_at + timedelta(hours=24)
 
 
@@ -110,7 +111,7 @@ def test_an_sae_alert_carries_the_24_hour_clock_from_site_awareness() -> None:
     ],
 )
 def test_adverse_events_that_need_the_desk(overrides: dict, rule: str) -> None:
-    (alert,) = assess(ae(**overrides)).alerts
+    alert, *_ = assess(ae(**overrides)).alerts
     assert alert.payload.rule_id == rule
 
 
@@ -146,3 +147,105 @@ def test_an_age_in_the_last_year_of_a_band_still_gets_that_bands_range() -> None
 
     configured = load_reference_ranges().lookup(LabTest.CREATININE, "GZ01", "F", 59.5)
     assert configured is not None and configured.uln == 73
+
+
+def run(events: list) -> list:
+    """Every output of the events, in order, through the shipped protocol with state carried."""
+    from services.ctcae_grader.domain import step
+    from shared.protocol import study_protocol
+
+    protocol, state, outputs = study_protocol("NCT05173246"), None, []
+    for event in events:
+        state, assessment = step(protocol, state, event)
+        outputs += [*assessment.assessments, *assessment.alerts]
+    return outputs
+
+
+def test_a_potential_hys_law_case_is_a_critical_signal() -> None:
+    from shared.events import SafetySignalDetected
+    from tests.unit.factories import enrolment
+
+    outputs = run(
+        [
+            enrolment(),
+            lab("ALP", 100, "U/L", reference_high=125, cycle=None, source_message_id="alp"),
+            lab("BILI", 45, "umol/L", reference_high=21, cycle=None, source_message_id="bili"),
+            lab("ALT", 150, "U/L", reference_high=50, cycle=None, source_message_id="alt"),  # 3 x
+        ]
+    )
+    (signal,) = [o for o in outputs if isinstance(o, SafetySignalDetected)]
+    assert signal.payload.signal == "hys-law"
+    assert len(signal.payload.trigger_event_ids) == 3  # ALT, bilirubin and ALP results
+    (alert,) = [o for o in outputs if isinstance(o, AlertRaised) and o.payload.rule_id == "HYS-LAW"]
+    assert alert.payload.severity is Severity.CRITICAL
+
+
+def test_cholestasis_is_not_hys_law() -> None:
+    from shared.events import SafetySignalDetected
+    from tests.unit.factories import enrolment
+
+    outputs = run(
+        [
+            enrolment(),
+            lab("ALP", 250, "U/L", reference_high=125, cycle=None, source_message_id="alp"),  # 2 x
+            lab("BILI", 45, "umol/L", reference_high=21, cycle=None, source_message_id="bili"),
+            lab("ALT", 200, "U/L", reference_high=50, cycle=None, source_message_id="alt"),
+        ]
+    )
+    assert not [o for o in outputs if isinstance(o, SafetySignalDetected)]
+
+
+def test_low_neutrophils_with_fever_signal_febrile_neutropenia() -> None:
+    from shared.events import SafetySignalDetected
+
+    outputs = run(
+        [
+            lab("ANC", 0.8, day=10, source_message_id="anc"),
+            ae(term="Fever", grade=1, serious=False, source_message_id="fever"),
+        ]
+    )
+    signals = [o.payload.signal for o in outputs if isinstance(o, SafetySignalDetected)]
+    assert signals == ["febrile-neutropenia"]
+
+
+def test_a_second_grade_3_immune_related_event_discontinues_toripalimab() -> None:
+    def rash(n: int):
+        return ae(
+            term="Rash maculo-papular",
+            grade=3,
+            serious=False,
+            immune_related=True,
+            onset_date=f"2025-0{n + 4}-01",
+            source_message_id=f"rash-{n}",
+        )
+
+    first, second = run([rash(1)]), run([rash(1), rash(2)])
+    assert not [o for o in first if isinstance(o, DoseDecisionMade)]
+    (decision,) = [o for o in second if isinstance(o, DoseDecisionMade)]
+    assert decision.payload.rule_id == "IRAE-RECURRENT-G3-DISCONTINUE"
+    assert [(a.drug, a.action) for a in decision.payload.actions] == [
+        (Drug.TORIPALIMAB, DoseAction.DISCONTINUE)
+    ]
+
+
+def test_cisplatin_is_held_below_50_ml_min_and_resumed_at_50() -> None:
+    from tests.unit.factories import enrolment
+
+    subject = enrolment(
+        sex="M",
+        age_years=70,
+        weight_kg=60,
+        platinum="cisplatin",
+        baseline_creatinine={"value": 80, "unit": "umol/L"},
+    )
+    # Cockcroft-Gault: (140 - 70) x 60 / (72 x SCr mg/dL); 150 umol/L -> 34 mL/min; 90 -> 57.
+    high = lab("CREAT", 150, "umol/L", reference_high=111, cycle=None, source_message_id="c1")
+    back = lab("CREAT", 90, "umol/L", reference_high=111, cycle=None, source_message_id="c2")
+    outputs = run([subject, high, back])
+    decisions = [
+        (d.payload.rule_id, [(a.drug.value, a.action.value) for a in d.payload.actions])
+        for d in outputs
+        if isinstance(d, DoseDecisionMade)
+    ]
+    assert ("CIS-CRCL-HOLD", [("cisplatin", "hold")]) in decisions
+    assert ("CIS-CRCL-HOLD", [("cisplatin", "resume")]) in decisions
