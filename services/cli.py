@@ -107,6 +107,34 @@ def _grade_one(
     return 0
 
 
+def explain_subject(subject_id: str) -> int:
+    """Replay the subject's events from the log through the protocol and print why each
+    decision in force stands."""
+    from services.ctcae_grader.domain import step
+    from services.ctcae_grader.explain import explain
+    from shared.events import decode_event
+    from shared.kafka import read_subject_events
+    from shared.protocol import study_protocol
+    from shared.topics import CLINICAL_EVENTS
+
+    settings = get_settings()
+    protocol = study_protocol(settings.study_id, settings.protocol_file)
+    records = asyncio.run(
+        read_subject_events(settings, settings.topic(CLINICAL_EVENTS), subject_id)
+    )
+    if not records:
+        print(
+            f"no events for subject {subject_id} in {settings.topic(CLINICAL_EVENTS)}",
+            file=sys.stderr,
+        )
+        return 1
+    state = None
+    for raw in records:
+        state, _ = step(protocol, state, decode_event(raw))
+    print(json.dumps(explain(protocol, state), indent=2, default=str, ensure_ascii=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="safetymon", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         "(default: REFERENCE_RANGES_FILE, else the shipped table)",
     )
 
+    rules_cmd = commands.add_parser("rules", help="the study protocol's rules for a subject")
+    rules_cmd.add_argument("action", choices=["explain"])
+    rules_cmd.add_argument("subject", help="subject id, e.g. GZ01-005")
+
     commands.add_parser("migrate", help="bring the alert database to the newest schema")
     commands.add_parser("create-topics", help="create the Kafka topics if missing")
 
@@ -156,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args.service, args.port)
     if args.command == "grade":
         return grade(args, grade_cmd)
+    if args.command == "rules":
+        return explain_subject(args.subject)
     if args.command == "migrate":
         from services.alerts.db import upgrade_schema
 

@@ -195,3 +195,44 @@ async def replay_committed(
     finally:
         await reader.stop()
     return replayed
+
+
+async def read_subject_events(settings: Settings, topic: str, subject_id: str) -> list[bytes]:
+    """Every record of one subject on `topic`, in log order, up to the end at the time of the call
+    (records are keyed by subject id, so they sit in one partition)."""
+    partitions = [TopicPartition(topic, p) for p in await _partitions_of(settings, topic)]
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await reader.start()
+    try:
+        reader.assign(partitions)
+        ends = await reader.end_offsets(partitions)
+        remaining = {tp: end for tp, end in ends.items() if end > 0}
+        if remaining:
+            await reader.seek_to_beginning(*remaining)
+        key, found = subject_id.encode(), []
+        while remaining:
+            batches = await reader.getmany(*remaining, timeout_ms=1000)
+            for tp, records in batches.items():
+                found += [r.value for r in records if r.key == key and r.offset < remaining[tp]]
+                if await reader.position(tp) >= remaining[tp]:
+                    del remaining[tp]
+        return found
+    finally:
+        await reader.stop()
+
+
+async def _partitions_of(settings: Settings, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        (description,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if description["error_code"]:
+        raise for_code(description["error_code"])(f"cannot read topic {topic}")
+    return sorted(p["partition"] for p in description["partitions"])

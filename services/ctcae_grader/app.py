@@ -5,11 +5,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 
 from services.common.consumer import RejectedEvent, subscribe
 from services.common.http import add_operational_routes, configure_logging
 from services.ctcae_grader.domain import step
+from services.ctcae_grader.explain import explain
 from services.ctcae_grader.state import PatientStates
 from shared.events import (
     AlertRaised,
@@ -86,6 +87,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"kafka": await broker.ping(timeout=2.0)}
 
     add_operational_routes(app, "grader", broker_ok)
+
+    @app.get("/v1/subjects/{subject_id}/explain")
+    async def explain_subject(subject_id: str) -> dict:
+        """The subject's state and why each decision in force stands."""
+        if subject_id not in states:
+            raise HTTPException(404, f"no events for subject {subject_id}")
+        return explain(protocol, states.get(subject_id))
+
     return app
 
 

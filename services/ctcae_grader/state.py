@@ -216,3 +216,6 @@ class PatientStates:
 
     def __len__(self) -> int:
         return len(self._states)
+
+    def __contains__(self, subject_id: str) -> bool:
+        return subject_id in self._states

@@ -2,6 +2,9 @@
 rules, live through the real broker; and the same events replayed from scratch give exactly the
 same decisions and alerts (same ids)."""
 
+import asyncio
+import json
+
 import pytest
 
 from services.ctcae_grader.app import create_app
@@ -105,3 +108,27 @@ async def test_hold_recovery_resume_reduce_discontinue_live_and_on_replay(
         replayed += [*outcome.assessments, *outcome.alerts]
     replayed_ids = {e.event_id for e in replayed if isinstance(e, DoseDecisionMade | AlertRaised)}
     assert replayed_ids == {e.event_id for e in [*live_decisions, *live_alerts]}
+
+
+async def test_rules_explain_replays_the_subject_from_the_log(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from services.cli import main
+    from shared.kafka import ensure_topics
+    from shared.settings import get_settings
+
+    await ensure_topics(settings)
+    await produce_events(
+        settings.kafka_bootstrap_servers, settings.topic(CLINICAL_EVENTS), treatment_history()[:8]
+    )  # up to the day-1 hold
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers)
+    monkeypatch.setenv("TOPIC_NAMESPACE", settings.topic_namespace)
+    get_settings.cache_clear()
+    try:
+        exit_code = await asyncio.to_thread(main, ["rules", "explain", SUBJECT])
+    finally:
+        get_settings.cache_clear()
+    told = json.loads(capsys.readouterr().out)
+    assert exit_code == 0
+    assert told["drugs"]["nab-paclitaxel"]["status"] == "held"
+    assert told["drugs"]["carboplatin"]["held_by"][0]["rule"] == "D1-ANC-HOLD"

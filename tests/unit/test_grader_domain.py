@@ -249,3 +249,21 @@ def test_cisplatin_is_held_below_50_ml_min_and_resumed_at_50() -> None:
     ]
     assert ("CIS-CRCL-HOLD", [("cisplatin", "hold")]) in decisions
     assert ("CIS-CRCL-HOLD", [("cisplatin", "resume")]) in decisions
+
+
+def test_explain_says_which_rule_holds_each_drug_and_why() -> None:
+    from services.ctcae_grader.domain import step
+    from services.ctcae_grader.explain import explain
+    from shared.protocol import study_protocol
+    from tests.unit.factories import enrolment
+
+    protocol, state = study_protocol("NCT05173246"), None
+    for event in (enrolment(platinum="carboplatin"), lab("ANC", 0.9, day=1)):
+        state, _ = step(protocol, state, event)
+    told = explain(protocol, state)
+    assert told["drugs"]["nab-paclitaxel"]["status"] == "held"
+    (held_by,) = told["drugs"]["nab-paclitaxel"]["held_by"]
+    assert held_by["rule"] == "D1-ANC-HOLD" and "1.5" in held_by["why"]
+    assert told["drugs"]["cisplatin"]["status"] == "not given (other platinum agent)"
+    assert told["drugs"]["toripalimab"]["status"] == "given"
+    assert [r["rule"] for r in told["rules_in_force"]] == ["D1-ANC-HOLD"]
