@@ -97,6 +97,9 @@ class LabCondition(Model):
     below_lln: float | None = Field(None, gt=0)
     at_least_lln: float | None = Field(None, gt=0)
     liver_metastases: bool | None = None
+    # Only when every result of the test has met the limits for longer than this (the earliest of
+    # the unbroken run of such results is more than this many days before the latest).
+    for_more_than_days: int | None = Field(None, ge=1, le=365)
 
     @field_validator("lab", mode="before")
     @classmethod
@@ -133,6 +136,10 @@ class LabCondition(Model):
             (self.at_least, self.below, "at_least/below"),
             (self.above, self.at_most, "above/at_most"),
             (self.above_uln, self.at_most_uln, "above_uln/at_most_uln"),
+            (self.at_least_uln, self.below_uln, "at_least_uln/below_uln"),
+            (self.above_uln, self.below_uln, "above_uln/below_uln"),
+            (self.at_least_uln, self.at_most_uln, "at_least_uln/at_most_uln"),
+            (self.at_least_lln, self.below_lln, "at_least_lln/below_lln"),
         ):
             if low is not None and high is not None and low >= high:
                 raise ValueError(f"{names}: the lower limit {low:g} is not below {high:g}")
@@ -145,6 +152,10 @@ class LabGradeCondition(Model):
     term: str
     min_grade: int = Field(0, ge=0, le=5)
     max_grade: int = Field(5, ge=0, le=5)
+
+    @model_validator(mode="after")
+    def _grades_ordered(self) -> "LabGradeCondition":
+        return _check_grades(self)
 
     @field_validator("term")
     @classmethod
@@ -165,6 +176,10 @@ class AeCondition(Model):
     max_grade: int = Field(5, ge=1, le=5)
     # Recurrence: at least this many immune-related reports of these terms in the grade range.
     occurrences_at_least: int | None = Field(None, ge=2)
+
+    @model_validator(mode="after")
+    def _grades_ordered(self) -> "AeCondition":
+        return _check_grades(self)
 
     @field_validator("ae")
     @classmethod
@@ -189,6 +204,32 @@ class ClearanceCondition(Model):
         if (self.crcl_below is None) == (self.crcl_at_least is None):
             raise ValueError("give exactly one of crcl_below and crcl_at_least")
         return self
+
+
+class RuleInForceCondition(Model):
+    """Another rule has been in force for longer than `longer_than_days` (e.g. a day-1 hold that
+    delayed the cycle by more than a week)."""
+
+    rule_in_force: str
+    longer_than_days: int = Field(ge=0, le=365)
+
+
+class CarboplatinDoseCondition(Model):
+    """A carboplatin dose given in mg that is off the Calvert dose (AUC of the subject's dose
+    level x (Cockcroft-Gault clearance capped at 125 + 25)) by more than this fraction."""
+
+    carboplatin_dose_off_by_more_than: float = Field(gt=0, lt=1)
+
+
+def _check_grades(
+    condition: "LabGradeCondition | AeCondition",
+) -> "LabGradeCondition | AeCondition":
+    if condition.min_grade > condition.max_grade:
+        raise ValueError(
+            f"min_grade {condition.min_grade} is above max_grade {condition.max_grade}: "
+            "the condition could never hold"
+        )
+    return condition
 
 
 class NextCycle(Model):
@@ -220,6 +261,8 @@ _CONDITION_KEYS = (
     ("serious", "AeCondition"),
     ("crcl_below", "ClearanceCondition"),
     ("crcl_at_least", "ClearanceCondition"),
+    ("rule_in_force", "RuleInForceCondition"),
+    ("carboplatin_dose_off_by_more_than", "CarboplatinDoseCondition"),
 )
 
 
@@ -238,12 +281,15 @@ Condition = Annotated[
     | Annotated[LabGradeCondition, Tag("LabGradeCondition")]
     | Annotated[AeCondition, Tag("AeCondition")]
     | Annotated[ClearanceCondition, Tag("ClearanceCondition")]
+    | Annotated[RuleInForceCondition, Tag("RuleInForceCondition")]
+    | Annotated[CarboplatinDoseCondition, Tag("CarboplatinDoseCondition")]
     | Annotated[NextCycle, Tag("NextCycle")],
     Discriminator(
         _condition_kind,
         custom_error_type="condition",
         custom_error_message="a condition needs one of: lab, term, ae, immune_related, "
-        "serious, crcl_below, crcl_at_least, next_cycle, any, all",
+        "serious, crcl_below, crcl_at_least, rule_in_force, "
+        "carboplatin_dose_off_by_more_than, next_cycle, any, all",
     ),
 ]
 AnyOf.model_rebuild()
@@ -295,6 +341,11 @@ class Protocol(Model):
             if rule.id in seen:
                 raise ValueError(f"rule id {rule.id} is used twice")
             seen.add(rule.id)
+            for condition in _conditions_of(rule):
+                if isinstance(condition, RuleInForceCondition) and condition.rule_in_force not in {
+                    r.id for r in self.rules
+                }:
+                    raise ValueError(f"rule {rule.id}: no rule {condition.rule_in_force}")
             for drug in rule.actions:
                 if drug == PLATINUM and not self.regimen.platinum:
                     raise ValueError(f"rule {rule.id}: 'platinum' but the regimen names none")
@@ -312,6 +363,17 @@ class Protocol(Model):
                 yield platinum, action
             else:
                 yield from ((agent, action) for agent in self.regimen.platinum)
+
+
+def _conditions_of(rule: Rule) -> Iterator["Condition"]:
+    stack = [rule.when, *([rule.resume_when] if rule.resume_when else [])]
+    while stack:
+        condition = stack.pop()
+        yield condition
+        if isinstance(condition, AnyOf):
+            stack.extend(condition.any)
+        elif isinstance(condition, AllOf):
+            stack.extend(condition.all)
 
 
 def _known(enum: type[StrEnum], value: object, what: str) -> object:
@@ -351,7 +413,8 @@ def load_protocol(path: str | Path) -> Protocol:
 @cache
 def study_protocol(study_id: str, path: str | None = None) -> Protocol:
     """The protocol of `study_id`: `path`, else protocols/<study_id>.yaml."""
-    protocol = load_protocol(path or PROTOCOLS_DIR / f"{study_id}.yaml")
+    where = path or PROTOCOLS_DIR / f"{study_id}.yaml"
+    protocol = load_protocol(where)
     if protocol.study_id != study_id:
-        raise ProtocolError(f"{path}: is the protocol of {protocol.study_id}, not {study_id}")
+        raise ProtocolError(f"{where}: is the protocol of {protocol.study_id}, not {study_id}")
     return protocol

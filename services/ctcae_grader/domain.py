@@ -19,6 +19,7 @@ from services.ctcae_grader.state import PatientState, apply
 from shared.ae_dictionary import IraeCategory, load_ae_dictionary
 from shared.ctcae import References, TermGrade, grade_reported
 from shared.events import (
+    SEVERITY_RANK,
     AdverseEventPayload,
     AdverseEventReported,
     AlertRaised,
@@ -70,9 +71,18 @@ def step(
         ae_alerts = adverse_event_alerts(event)
         reporting = [a for a in ae_alerts if a.payload.due_at is not None]
         alerts = reporting + (alerts or [a for a in ae_alerts if a.payload.due_at is None])
-    elif not alerts:
-        alerts = [_grade_alert(event, grade) for grade in graded if _alarming(grade)]
+    new_severe = [
+        g for g in graded if _alarming(g) and state.newly_severe(g.payload.term, _floor(g))
+    ]
+    if isinstance(event, LabResultReported) and not alerts:
+        # A grade >= 3 no rule acted on: alerted once, again only if it gets worse.
+        alerts = [_grade_alert(event, grade) for grade in new_severe]
+    state = state.with_severe_grades({g.payload.term: _floor(g) for g in graded})
     return state, Assessment(assessments=[*graded, *decisions, *signals], alerts=alerts)
+
+
+def _floor(graded: LabGraded) -> int:
+    return graded.payload.minimum_grade
 
 
 def assess(
@@ -204,9 +214,10 @@ def _visit_of(event: Envelope) -> Visit | None:
 
 def rule_alert(cause: Envelope, outcome: RuleOutcome, graded: list[LabGraded]) -> AlertRaised:
     rule = outcome.rule
-    severity = rule.severity
-    if any(g.payload.minimum_grade >= 4 for g in graded):
-        severity = Severity.CRITICAL  # a grade 4 result behind the decision
+    # A grade >= 3 behind a decision is seen at least as a grade alert would be.
+    worst = max((g.payload.minimum_grade for g in graded), default=0)
+    floor = Severity.CRITICAL if worst >= 4 else Severity.HIGH if worst >= 3 else rule.severity
+    severity = min(rule.severity, floor, key=SEVERITY_RANK.__getitem__)
     visit = _visit_of(cause)
     what = (
         display_result(

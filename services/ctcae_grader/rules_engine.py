@@ -9,15 +9,17 @@ drug stays discontinued; a reduction below the last dose level discontinues.
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 from services.ctcae_grader.state import LatestLab, PatientState
-from shared.dosing import cockcroft_gault
-from shared.events import AdverseEventReported, DoseAction, Drug, Envelope
+from shared.dosing import calvert_dose_mg, cockcroft_gault
+from shared.events import AdverseEventReported, DoseAction, DoseAdministered, Drug, Envelope
 from shared.labs import LabTest, convert
 from shared.protocol import (
     AeCondition,
     AllOf,
     AnyOf,
+    CarboplatinDoseCondition,
     ClearanceCondition,
     Condition,
     LabCondition,
@@ -25,6 +27,7 @@ from shared.protocol import (
     NextCycle,
     Protocol,
     Rule,
+    RuleInForceCondition,
 )
 
 _TOLERANCE = 1e-9  # float noise from a unit conversion must not move a value off a limit
@@ -65,14 +68,19 @@ def _apply_rule(
     protocol: Protocol, state: PatientState, rule: Rule, event: Envelope
 ) -> tuple[PatientState, RuleOutcome | None]:
     in_force = rule.id in state.active_rules
-    holds_now = holds(rule.when, state, event)
+    holds_now = holds(rule.when, state, event, protocol=protocol)
     if not in_force:
         if not holds_now:
             return state, None
         return _fire(protocol, state, rule, event)
     if rule.resume_when is None:
-        return (state if holds_now else state.deactivated(rule.id)), None
-    if holds(rule.resume_when, state, event, fired_in=state.active_rules[rule.id]):
+        if not holds_now:
+            return state.deactivated(rule.id), None
+        if _visit_cycle(event) > state.fired_visits.get(rule.id, 0):
+            # Met again on a sample of a later cycle: a new occurrence, not the same one.
+            return _fire(protocol, state.deactivated(rule.id), rule, event)
+        return state, None
+    if holds(rule.resume_when, state, event, state.active_rules[rule.id], protocol, resume=True):
         return _resume(state, rule, event)
     return state, None
 
@@ -82,16 +90,27 @@ def _fire(
 ) -> tuple[PatientState, RuleOutcome | None]:
     changes = []
     for drug, action in protocol.drugs_of(rule, state.platinum_drug()):
-        if drug in state.discontinued:
+        if drug in state.discontinued or not _receives(protocol, state, drug):
             continue
         state, change = _change(protocol, state, rule, drug, action)
         if change is not None:
             changes.append(change)
-    state = state.activated(rule.id)
+    state = state.activated(rule.id, event.occurred_at, _visit_cycle(event))
     if not changes and rule.signal is None:
         return state, None
     proof = tuple(evidence(rule.when, state, event))
     return state, RuleOutcome(rule, tuple(changes), evidence=proof, signal=rule.signal)
+
+
+def _visit_cycle(event: Envelope) -> int:
+    visit = getattr(event.payload, "visit", None)
+    return visit.cycle if visit is not None else 0
+
+
+def _receives(protocol: Protocol, state: PatientState, drug: Drug) -> bool:
+    """False for the platinum agent the subject was not assigned (True while it is unknown)."""
+    platinum = state.platinum_drug()
+    return platinum is None or drug not in protocol.regimen.platinum or drug is platinum
 
 
 def _change(
@@ -130,25 +149,47 @@ def _resume(state: PatientState, rule: Rule, event: Envelope) -> tuple[PatientSt
 # ---------------------------------------------------------------------------------------------
 
 
-def holds(condition: Condition, state: PatientState, event: Envelope, fired_in: int = 0) -> bool:
+def holds(
+    condition: Condition,
+    state: PatientState,
+    event: Envelope,
+    fired_in: int = 0,
+    protocol: Protocol | None = None,
+    resume: bool = False,
+) -> bool:
+    """Whether `condition` holds. As a resume condition (`resume`), an adverse-event condition
+    needs every reported term of its list within range, not just one of them."""
     if isinstance(condition, AnyOf | AllOf):
         if not _liver_ok(condition.liver_metastases, state):
             return False
         parts = condition.any if isinstance(condition, AnyOf) else condition.all
         combine = any if isinstance(condition, AnyOf) else all
-        return combine(holds(part, state, event, fired_in) for part in parts)
+        return combine(holds(part, state, event, fired_in, protocol, resume) for part in parts)
     if isinstance(condition, LabCondition):
         lab = state.labs.get(condition.lab)
-        return (
-            lab is not None
-            and _liver_ok(condition.liver_metastases, state)
-            and _lab_holds(condition, lab)
+        if lab is None or not _liver_ok(condition.liver_metastases, state):
+            return False
+        if condition.for_more_than_days is not None:
+            return _held_for(condition, state.lab_history.get(condition.lab, (lab,)))
+        if (
+            condition.visit_days is not None
+            and lab.visit is not None
+            and (lab.visit.cycle < state.cycle)
+        ):
+            return False  # a visit-day sample of a cycle already behind the subject
+        return _lab_holds(condition, lab)
+    if isinstance(condition, RuleInForceCondition):
+        since = state.active_since.get(condition.rule_in_force)
+        return since is not None and (event.occurred_at - since) > timedelta(
+            days=condition.longer_than_days
         )
+    if isinstance(condition, CarboplatinDoseCondition):
+        return protocol is not None and _carboplatin_dose_off(condition, protocol, state, event)
     if isinstance(condition, LabGradeCondition):
         grade = state.lab_grades.get(condition.term)
         return grade is not None and condition.min_grade <= grade <= condition.max_grade
     if isinstance(condition, AeCondition):
-        return _ae_holds(condition, state, event)
+        return _ae_holds(condition, state, event, every=resume)
     if isinstance(condition, NextCycle):
         return state.cycle > fired_in
     if isinstance(condition, ClearanceCondition):
@@ -184,6 +225,44 @@ def _range_of(value: float, comparator: str | None) -> tuple[float, ...]:
     if comparator.startswith("<"):
         return (0.0, value if comparator == "<=" else value - nudge)
     return (value if comparator == ">=" else value + nudge, value * 1e6 + 1e6)
+
+
+def _held_for(condition: LabCondition, history: tuple[LatestLab, ...]) -> bool:
+    """The latest results all meet the limits, unbroken, over more than the given days."""
+    run = []
+    for lab in reversed(history):
+        if not _lab_holds(condition, lab):
+            break
+        run.append(lab)
+    if not run:
+        return False
+    span = run[0].collected_at - run[-1].collected_at
+    return span > timedelta(days=condition.for_more_than_days or 0)
+
+
+def calvert_expected_mg(protocol: Protocol, state: PatientState) -> float | None:
+    """The carboplatin dose the subject should get at their dose level, None if unknown."""
+    regimen = protocol.regimen.drugs.get(Drug.CARBOPLATIN)
+    clearance = creatinine_clearance(state)
+    if regimen is None or clearance is None:
+        return None
+    levels = regimen.dose_levels
+    auc = levels[min(state.dose_level(Drug.CARBOPLATIN), len(levels) - 1)]
+    return calvert_dose_mg(auc, clearance)
+
+
+def _carboplatin_dose_off(
+    condition: CarboplatinDoseCondition, protocol: Protocol, state: PatientState, event: Envelope
+) -> bool:
+    if not isinstance(event, DoseAdministered):
+        return False
+    p = event.payload
+    if p.drug is not Drug.CARBOPLATIN or p.dose_unit != "mg":
+        return False
+    expected = calvert_expected_mg(protocol, state)
+    if expected is None:
+        return False  # clearance unknown: the dose cannot be checked, nothing is assumed
+    return abs(p.dose - expected) / expected > condition.carboplatin_dose_off_by_more_than
 
 
 def below(value: float, limit: float) -> bool:
@@ -265,7 +344,9 @@ def _clearance_holds(condition: ClearanceCondition, state: PatientState) -> bool
     return at_least(clearance, condition.crcl_at_least or 0)
 
 
-def _ae_holds(condition: AeCondition, state: PatientState, event: Envelope) -> bool:
+def _ae_holds(
+    condition: AeCondition, state: PatientState, event: Envelope, every: bool = False
+) -> bool:
     if condition.occurrences_at_least is not None:
         return _recurrences(condition, state) >= condition.occurrences_at_least
     if condition.ae is None:  # any adverse event: the one just reported
@@ -279,12 +360,13 @@ def _ae_holds(condition: AeCondition, state: PatientState, event: Envelope) -> b
             for term in condition.ae
             if (ae := state.adverse_events.get(term)) is not None
         ]
-    return any(
+    matches = [
         condition.min_grade <= grade <= condition.max_grade
         and condition.immune_related in (None, immune)
         and condition.serious in (None, serious)
         for grade, immune, serious in reports
-    )
+    ]
+    return bool(matches) and (all(matches) if every else any(matches))
 
 
 def _recurrences(condition: AeCondition, state: PatientState) -> int:

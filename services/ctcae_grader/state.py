@@ -27,6 +27,8 @@ from shared.events import (
 )
 from shared.labs import LabTest
 
+LAB_HISTORY = 20  # results kept per test: enough for "below a limit for more than 7 days"
+
 
 def _empty() -> Mapping[Any, Any]:
     return MappingProxyType({})
@@ -79,13 +81,18 @@ class PatientState:
     delays: int = 0  # day-1 doses given later than the planned cycle length
     # results
     labs: Mapping[LabTest, LatestLab] = field(default_factory=_empty)
+    lab_history: Mapping[LabTest, tuple[LatestLab, ...]] = field(default_factory=_empty)
     lab_grades: Mapping[str, int | None] = field(default_factory=_empty)  # CTCAE lab term -> grade
+    # Lab terms currently at grade >= 3, with the grade already alerted (one alert per episode).
+    severe_grades: Mapping[str, int] = field(default_factory=_empty)
     adverse_events: Mapping[str, LatestAe] = field(
         default_factory=_empty
     )  # AE term -> latest report
     irae_history: tuple[tuple[str, int], ...] = ()  # (term, grade) of each immune-related report
     # protocol decisions in force
     active_rules: Mapping[str, int] = field(default_factory=_empty)  # rule id -> cycle it fired in
+    active_since: Mapping[str, datetime] = field(default_factory=_empty)  # rule id -> when
+    fired_visits: Mapping[str, int] = field(default_factory=_empty)  # rule id -> sample's cycle
     holds: Mapping[Drug, frozenset[str]] = field(default_factory=_empty)  # drug -> rules holding it
     dose_levels: Mapping[Drug, int] = field(default_factory=_empty)  # drug -> level (0 = full dose)
     discontinued: frozenset[Drug] = frozenset()
@@ -109,11 +116,21 @@ class PatientState:
 
     # --- what the protocol rules change (used by the rules engine) -----------------------------
 
-    def activated(self, rule_id: str) -> "PatientState":
-        return replace(self, active_rules=_with(self.active_rules, rule_id, self.cycle))
+    def activated(self, rule_id: str, at: datetime, visit_cycle: int = 0) -> "PatientState":
+        return replace(
+            self,
+            active_rules=_with(self.active_rules, rule_id, self.cycle),
+            active_since=_with(self.active_since, rule_id, at),
+            fired_visits=_with(self.fired_visits, rule_id, visit_cycle),
+        )
 
     def deactivated(self, rule_id: str) -> "PatientState":
-        return replace(self, active_rules=_without(self.active_rules, rule_id))
+        return replace(
+            self,
+            active_rules=_without(self.active_rules, rule_id),
+            active_since=_without(self.active_since, rule_id),
+            fired_visits=_without(self.fired_visits, rule_id),
+        )
 
     def held(self, drug: Drug, rule_id: str) -> "PatientState":
         rules = self.holds.get(drug, frozenset()) | {rule_id}
@@ -131,6 +148,19 @@ class PatientState:
         return replace(
             self, discontinued=self.discontinued | {drug}, holds=_without(self.holds, drug)
         )
+
+    def newly_severe(self, term: str, grade: int) -> bool:
+        return grade > self.severe_grades.get(term, 0)
+
+    def with_severe_grades(self, grades: Mapping[str, int]) -> "PatientState":
+        """Start, worsen or end each term's grade >= 3 episode."""
+        severe = dict(self.severe_grades)
+        for term, grade in grades.items():
+            if grade >= 3:
+                severe[term] = max(grade, severe.get(term, 0))
+            else:
+                severe.pop(term, None)
+        return replace(self, severe_grades=MappingProxyType(severe))
 
     def with_grades(self, grades: Mapping[str, int | None]) -> "PatientState":
         return replace(self, lab_grades=MappingProxyType({**self.lab_grades, **grades}))
@@ -190,7 +220,12 @@ def _lab(state: PatientState, event: LabResultReported) -> PatientState:
         collected_at=event.occurred_at,
         event_id=str(event.event_id),
     )
-    return replace(state, labs=_with(state.labs, p.test, latest))
+    history = (*state.lab_history.get(p.test, ())[-(LAB_HISTORY - 1) :], latest)
+    return replace(
+        state,
+        labs=_with(state.labs, p.test, latest),
+        lab_history=_with(state.lab_history, p.test, history),
+    )
 
 
 def _adverse_event(state: PatientState, event: AdverseEventReported) -> PatientState:

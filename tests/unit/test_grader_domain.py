@@ -267,3 +267,67 @@ def test_explain_says_which_rule_holds_each_drug_and_why() -> None:
     assert told["drugs"]["cisplatin"]["status"] == "not given (other platinum agent)"
     assert told["drugs"]["toripalimab"]["status"] == "given"
     assert [r["rule"] for r in told["rules_in_force"]] == ["D1-ANC-HOLD"]
+
+
+def _rule_ids(outputs: list) -> list[str]:
+    return [o.payload.rule_id for o in outputs if isinstance(o, DoseDecisionMade)]
+
+
+def test_a_day1_hold_longer_than_7_days_reduces_nab_paclitaxel_and_carboplatin() -> None:
+    from tests.unit.factories import enrolment
+
+    def anc(value: float, on: str, n: int):
+        return lab(
+            "ANC", value, day=1, collected_at=f"{on}T07:30:00+08:00", source_message_id=f"anc-{n}"
+        )
+
+    within_a_week = run(
+        [enrolment(platinum="carboplatin"), anc(0.9, "2025-04-07", 1), anc(1.8, "2025-04-14", 2)]
+    )
+    assert "D1-DELAY-REDUCE" not in _rule_ids(within_a_week)  # exactly 7 days: not more than 7
+    longer = run(
+        [
+            enrolment(platinum="carboplatin"),
+            anc(0.9, "2025-04-07", 1),
+            anc(1.2, "2025-04-14", 2),
+            anc(1.8, "2025-04-15", 3),
+        ]
+    )
+    assert _rule_ids(longer) == ["D1-ANC-HOLD", "D1-DELAY-REDUCE", "D1-ANC-HOLD"]
+
+
+def test_anc_below_0_5_for_more_than_7_days_reduces() -> None:
+    def anc(value: float, on: str, n: int):
+        return lab(
+            "ANC", value, day=10, collected_at=f"{on}T07:30:00+08:00", source_message_id=f"g4-{n}"
+        )
+
+    seven = run([anc(0.4, "2025-04-10", 1), anc(0.3, "2025-04-17", 2)])
+    assert "ANC-G4-7D-REDUCE" not in _rule_ids(seven)
+    eight = run([anc(0.4, "2025-04-10", 1), anc(0.3, "2025-04-14", 2), anc(0.45, "2025-04-18", 3)])
+    assert "ANC-G4-7D-REDUCE" in _rule_ids(eight)
+    broken = run([anc(0.4, "2025-04-10", 1), anc(0.7, "2025-04-14", 2), anc(0.4, "2025-04-19", 3)])
+    assert "ANC-G4-7D-REDUCE" not in _rule_ids(broken)  # the run was interrupted
+
+
+@pytest.mark.parametrize(
+    ("dose_mg", "flagged"), [(493, False), (540, False), (545, True), (440, True)]
+)
+def test_a_carboplatin_dose_off_calvert_by_more_than_10_percent_is_a_signal(
+    dose_mg: float, flagged: bool
+) -> None:
+    from shared.events import SafetySignalDetected
+    from tests.unit.factories import dose, enrolment
+
+    # dose_rules.md CB-5: male, 60 y, 60 kg, creatinine 80 umol/L -> 73.7 mL/min -> 493 mg at AUC 5
+    subject = enrolment(
+        sex="M",
+        age_years=60,
+        weight_kg=60,
+        platinum="carboplatin",
+        enrolled_on="2025-03-03",
+        baseline_creatinine={"value": 80, "unit": "umol/L"},
+    )
+    given = dose("carboplatin", 1, 1, "2025-03-03", dose=dose_mg, dose_unit="mg")
+    signals = [o for o in run([subject, given]) if isinstance(o, SafetySignalDetected)]
+    assert bool(signals) is flagged
