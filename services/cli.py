@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -110,8 +111,8 @@ def _grade_one(
 def explain_subject(subject_id: str) -> int:
     """Replay the subject's events from the log through the protocol and print why each
     decision in force stands."""
-    from services.ctcae_grader.domain import step
     from services.ctcae_grader.explain import explain
+    from services.ctcae_grader.ledger import RevisionRefused, SubjectLedger
     from shared.events import decode_event
     from shared.kafka import read_subject_events
     from shared.protocol import study_protocol
@@ -128,10 +129,11 @@ def explain_subject(subject_id: str) -> int:
             file=sys.stderr,
         )
         return 1
-    state = None
+    ledger = SubjectLedger()
     for raw in records:
-        state, _ = step(protocol, state, decode_event(raw))
-    print(json.dumps(explain(protocol, state), indent=2, default=str, ensure_ascii=False))
+        with contextlib.suppress(RevisionRefused):  # a correction of nothing changes nothing
+            ledger.record(protocol, decode_event(raw), None)
+    print(json.dumps(explain(protocol, ledger.state), indent=2, default=str, ensure_ascii=False))
     return 0
 
 

@@ -169,7 +169,9 @@ class EventRetractedPayload(Model):
 class EventCorrectedPayload(Model):
     corrected_event_id: uuid.UUID
     reason: str = Field(min_length=1)
-    corrected_payload: LabResultPayload | AdverseEventPayload | DoseAdministeredPayload
+    corrected_payload: (
+        LabResultPayload | AdverseEventPayload | DoseAdministeredPayload | SubjectEnrolledPayload
+    )
 
 
 class LabGradedPayload(Model):

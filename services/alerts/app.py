@@ -23,6 +23,7 @@ from shared.events import (
     AlertAcknowledgedPayload,
     AlertRaised,
     Envelope,
+    EventRetracted,
     Source,
     utc_now,
 )
@@ -102,6 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ALERTS_STORED.labels(event.payload.severity.value).inc()
             for note in await store.pending_notifications(event.payload.alert_id):
                 await deliver(note)
+        elif isinstance(event, EventRetracted):
+            await store.retract(event)
         elif isinstance(event, AlertAcknowledged):
             try:
                 await store.acknowledge(event)

@@ -11,6 +11,7 @@ class AlertStatus(StrEnum):
     NOTIFIED = "notified"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
+    RETRACTED = "retracted"  # the data behind it was corrected or withdrawn
 
 
 OPEN_STATUSES = (AlertStatus.RAISED, AlertStatus.NOTIFIED)

@@ -19,6 +19,7 @@ from shared.events import (
     AlertAcknowledged,
     AlertRaised,
     Envelope,
+    EventRetracted,
     derive_id,
     utc_now,
 )
@@ -116,6 +117,32 @@ class AlertStore:
             )
             await self._append_event(conn, event, p.alert_id, actor=p.acknowledged_by)
             return dict((await self._lock_alert(conn, p.alert_id))._mapping)
+
+    async def retract(self, event: EventRetracted) -> bool:
+        """Close the alert whose raising `event` retracts; False when it is not an alert of ours
+        (a retraction of something else, on the alerts topic, changes nothing here)."""
+        raised_id = event.payload.retracted_event_id
+        async with self.engine.begin() as conn:
+            found = (
+                await conn.execute(
+                    select(alert_events.c.alert_id).where(
+                        alert_events.c.event_id == raised_id,
+                        alert_events.c.event_type == "AlertRaised",
+                    )
+                )
+            ).first()
+            if found is None:
+                return False
+            await self._lock_alert(conn, found.alert_id)
+            if await self._has_event(conn, event.event_id):
+                return True
+            await conn.execute(
+                update(alerts)
+                .where(alerts.c.alert_id == found.alert_id)
+                .values(status=AlertStatus.RETRACTED.value, updated_at=utc_now())
+            )
+            await self._append_event(conn, event, found.alert_id, actor=None)
+            return True
 
     async def pending_notifications(
         self, alert_id: uuid.UUID | None = None, failed_only: bool = False

@@ -9,9 +9,8 @@ from fastapi import FastAPI, HTTPException
 
 from services.common.consumer import RejectedEvent, subscribe
 from services.common.http import add_operational_routes, configure_logging
-from services.ctcae_grader.domain import step
 from services.ctcae_grader.explain import explain
-from services.ctcae_grader.state import PatientStates
+from services.ctcae_grader.ledger import RevisionRefused, SubjectLedger
 from shared.events import (
     AlertRaised,
     DoseDecisionMade,
@@ -53,23 +52,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     broker = make_broker(settings, client_id="safetymon-grader")
     ranges = load_reference_ranges(settings.reference_ranges_file)
     protocol = study_protocol(settings.study_id, settings.protocol_file)  # ProtocolError: no start
-    states = PatientStates()
+    ledgers: dict[str, SubjectLedger] = {}
     topic, group = settings.topic(CLINICAL_EVENTS), settings.consumer_group(GROUP)
 
     async def on_clinical_event(event: Envelope) -> None:
         if event.event_type not in CLINICAL_EVENT_TYPES:
             raise RejectedEvent(f"{event.event_type} does not belong on the clinical-events topic")
-        state, outcome = step(protocol, states.get(event.subject_id), event, ranges)
-        await publish_events(broker, settings.topic(ASSESSMENTS), outcome.assessments)
-        await publish_events(broker, settings.topic(ALERTS), outcome.alerts)
-        states.put(state)  # after the outputs are durable: a retry starts from the same state
-        record_metrics(event, outcome.assessments, outcome.alerts)
+        draft = ledgers.get(event.subject_id, SubjectLedger()).clone()
+        try:
+            outputs = draft.record(protocol, event, ranges)
+        except RevisionRefused as error:
+            raise RejectedEvent(str(error)) from error
+        await publish_events(broker, settings.topic(ASSESSMENTS), outputs.assessments)
+        await publish_events(broker, settings.topic(ALERTS), outputs.alerts)
+        ledgers[event.subject_id] = draft  # once the outputs are durable: a retry starts afresh
+        record_metrics(event, outputs.assessments, outputs.alerts)
 
     def rebuild_state(raw: bytes) -> None:
         with contextlib.suppress(EventDecodeError):  # poison was dead-lettered the first time
             event = decode_event(raw)
             if event.event_type in CLINICAL_EVENT_TYPES:
-                states.put(step(protocol, states.get(event.subject_id), event, ranges)[0])
+                ledger = ledgers.setdefault(event.subject_id, SubjectLedger())
+                with contextlib.suppress(RevisionRefused):  # dead-lettered the first time
+                    ledger.record(protocol, event, ranges)
 
     subscribe(broker, settings, GROUP, topic, on_clinical_event)
 
@@ -77,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await ensure_topics(settings)
         replayed = await replay_committed(settings, topic, group, rebuild_state)
-        log.info("patient state rebuilt from %d events: %d subjects", replayed, len(states))
+        log.info("patient state rebuilt from %d events: %d subjects", replayed, len(ledgers))
         async with broker_running(settings, broker):
             yield
 
@@ -91,14 +96,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/subjects/{subject_id}/explain")
     async def explain_subject(subject_id: str) -> dict:
         """The subject's state and why each decision in force stands."""
-        if subject_id not in states:
+        ledger = ledgers.get(subject_id)
+        if ledger is None or ledger.state is None:
             raise HTTPException(404, f"no events for subject {subject_id}")
-        return explain(protocol, states.get(subject_id))
+        return explain(protocol, ledger.state)
 
     return app
 
 
-def record_metrics(event: Envelope, derived: list[Envelope], alerts: list[AlertRaised]) -> None:
+def record_metrics(event: Envelope, derived: list[Envelope], alerts: list[Envelope]) -> None:
     for item in derived:
         if isinstance(item, LabGraded):
             grade = item.payload.grade
@@ -109,6 +115,7 @@ def record_metrics(event: Envelope, derived: list[Envelope], alerts: list[AlertR
             for action in item.payload.actions:
                 DOSE_DECISIONS.labels(item.payload.rule_id, action.action.value).inc()
     for alert in alerts:
-        ALERTS_RAISED.labels(alert.payload.severity.value, alert.payload.rule_id).inc()
+        if isinstance(alert, AlertRaised):  # (a correction may also retract alerts)
+            ALERTS_RAISED.labels(alert.payload.severity.value, alert.payload.rule_id).inc()
     if isinstance(event, LabResultReported):
         GRADING_LATENCY.observe((utc_now() - event.recorded_at).total_seconds())

@@ -36,6 +36,7 @@ from shared.events import (
     SafetySignalPayload,
     Severity,
     Visit,
+    content_fingerprint,
     derive_id,
 )
 from shared.labs import LabTest, convert, display_result
@@ -122,10 +123,15 @@ def grade_lab_event(
     lab = event.payload
     reported = lab.reported
     refs = lab_references(event, state, ranges)
-    return [
-        event.derived(LabGraded, graded_payload(event, result), result.term)
-        for result in grade_reported(lab.test, reported.value, reported.unit, lab.comparator, refs)
-    ]
+    graded = []
+    for result in grade_reported(lab.test, reported.value, reported.unit, lab.comparator, refs):
+        payload = graded_payload(event, result)
+        # The graded value is part of the id: a corrected result's grade is a new event.
+        basis = content_fingerprint(
+            [payload.graded_value, payload.graded_unit, payload.grade, payload.minimum_grade]
+        )
+        graded.append(event.derived(LabGraded, payload, result.term, basis))
+    return graded
 
 
 def lab_references(

@@ -16,7 +16,9 @@ from services.ingest.domain import (
     AdverseEventIn,
     DoseIn,
     EnrolmentIn,
+    LabCorrectionIn,
     LabResultIn,
+    RetractionIn,
     SubmissionIn,
     to_event,
 )
@@ -118,4 +120,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routes("/v1/labs", LabResultIn, "Report a lab result")
     routes("/v1/adverse-events", AdverseEventIn, "Report an adverse event")
     routes("/v1/doses", DoseIn, "Report a dose administration")
+    routes("/v1/lab-corrections", LabCorrectionIn, "Correct an earlier lab result")
+    routes("/v1/retractions", RetractionIn, "Withdraw an earlier event")
     return app

@@ -6,6 +6,7 @@ field; unit normalisation uses the one converter in `shared.labs`.
 
 from datetime import UTC, date, datetime, time
 from typing import TypeVar
+from uuid import UUID
 
 from pydantic import AwareDatetime, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -17,6 +18,10 @@ from shared.events import (
     DoseAdministered,
     DoseAdministeredPayload,
     Envelope,
+    EventCorrected,
+    EventCorrectedPayload,
+    EventRetracted,
+    EventRetractedPayload,
     LabResultPayload,
     LabResultReported,
     Measurement,
@@ -273,11 +278,56 @@ def dose_event(request: DoseIn, study_id: str) -> DoseAdministered:
     )
 
 
+class LabCorrectionIn(SubmissionIn):
+    """A lab result reported again with corrected values, replacing an earlier event."""
+
+    corrected_event_id: UUID
+    reason: str = Field(min_length=1, max_length=1000)
+    corrected: LabResultIn
+
+    @model_validator(mode="after")
+    def _same_subject(self) -> "LabCorrectionIn":
+        if self.corrected.subject_id != self.subject_id:
+            raise ValueError("the corrected result must be of the same subject")
+        return self
+
+
+class RetractionIn(SubmissionIn):
+    """An earlier event withdrawn (entered in error, sample rejected)."""
+
+    retracted_event_id: UUID
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+def lab_correction_event(request: LabCorrectionIn, study_id: str) -> EventCorrected:
+    return EventCorrected(
+        **_envelope_fields(request, study_id, "EventCorrected"),
+        occurred_at=utc_now(),
+        payload=EventCorrectedPayload(
+            corrected_event_id=request.corrected_event_id,
+            reason=request.reason,
+            corrected_payload=lab_event(request.corrected, study_id).payload,
+        ),
+    )
+
+
+def retraction_event(request: RetractionIn, study_id: str) -> EventRetracted:
+    return EventRetracted(
+        **_envelope_fields(request, study_id, "EventRetracted"),
+        occurred_at=utc_now(),
+        payload=EventRetractedPayload(
+            retracted_event_id=request.retracted_event_id, reason=request.reason
+        ),
+    )
+
+
 def to_event(request: SubmissionIn, study_id: str) -> Envelope:
     converters = {
         EnrolmentIn: enrolment_event,
         LabResultIn: lab_event,
         AdverseEventIn: adverse_event,
         DoseIn: dose_event,
+        LabCorrectionIn: lab_correction_event,
+        RetractionIn: retraction_event,
     }
     return converters[type(request)](request, study_id)

@@ -137,6 +137,33 @@ async def test_every_service_exposes_health_and_metrics(pipeline: Pipeline) -> N
     assert 'safetymon_ingest_events_total{event_type="LabResultReported"}' in ingest_metrics
 
 
+async def test_a_corrected_result_retracts_the_alert_it_raised(pipeline: Pipeline) -> None:
+    ingest = pipeline.urls["ingest"]
+    async with httpx.AsyncClient() as client:
+        posted = await client.post(f"{ingest}/v1/labs", json=day1_lab("GZ01-104", 0.9))
+        (lab_event_id,) = posted.json()["event_ids"]
+        assert await eventually(lambda: alert_rows(pipeline.database_url, "GZ01-104"), 10.0)
+        correction = await client.post(
+            f"{ingest}/v1/lab-corrections",
+            json={
+                "subject_id": "GZ01-104",
+                "site_id": "GZ01",
+                "corrected_event_id": lab_event_id,
+                "reason": "transcription error: 2.0 was keyed as 0.9",
+                "corrected": day1_lab("GZ01-104", 2.0),
+                "source_system": "edc",
+                "source_message_id": "GZ01-104-fix-1",
+            },
+        )
+    assert correction.status_code == 202
+
+    async def retracted() -> list[dict]:
+        rows = await alert_rows(pipeline.database_url, "GZ01-104")
+        return [row for row in rows if row["status"] == "retracted"]
+
+    assert await eventually(retracted, 10.0), "the alert was not retracted within 10 s"
+
+
 async def test_services_shut_down_cleanly_on_sigterm(pipeline: Pipeline) -> None:
     started = time.monotonic()
     exit_codes = await asyncio.to_thread(pipeline.services.stop)
