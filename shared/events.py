@@ -8,10 +8,11 @@ get ids derived from the event that caused them, so a replay or a redelivery yie
 
 import hashlib
 import json
+import re
 import uuid
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -22,6 +23,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import core_schema
 
 from shared.ctcae import CTCAE_VERSION, Direction
 from shared.labs import LabTest
@@ -60,11 +62,38 @@ class Sex(StrEnum):
     MALE = "M"
 
 
-class Drug(StrEnum):
-    TORIPALIMAB = "toripalimab"
-    NAB_PACLITAXEL = "nab-paclitaxel"
-    CISPLATIN = "cisplatin"
-    CARBOPLATIN = "carboplatin"
+class Drug(str):
+    """A drug as a study's protocol names it in its regimen: lowercase letters, digits and
+    hyphens (any drug: a new trial's drugs are configuration). The names below are the ones
+    this codebase refers to by name."""
+
+    TORIPALIMAB: ClassVar["Drug"]
+    NAB_PACLITAXEL: ClassVar["Drug"]
+    CISPLATIN: ClassVar["Drug"]
+    CARBOPLATIN: ClassVar["Drug"]
+
+    def __new__(cls, name: object) -> "Drug":
+        text = str(name).strip().lower()
+        if not _DRUG_NAME.match(text):
+            raise ValueError(f"'{name}' is not a drug name (lowercase letters, digits, hyphens)")
+        return super().__new__(cls, text)
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            cls, core_schema.str_schema(), serialization=core_schema.to_string_ser_schema()
+        )
+
+
+_DRUG_NAME = re.compile(r"^[a-z][a-z0-9-]{1,49}$")
+Drug.TORIPALIMAB = Drug("toripalimab")
+Drug.NAB_PACLITAXEL = Drug("nab-paclitaxel")
+Drug.CISPLATIN = Drug("cisplatin")
+Drug.CARBOPLATIN = Drug("carboplatin")
 
 
 class Platinum(StrEnum):

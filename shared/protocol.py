@@ -317,7 +317,7 @@ class Rule(Model):
     def _drugs_known(cls, actions: dict[str, DoseAction]) -> dict[str, DoseAction]:
         for drug in actions:
             if drug != PLATINUM:
-                _known(Drug, drug, "drug")
+                Drug(drug)  # a ValueError says what a drug name must look like
         return actions
 
     @model_validator(mode="after")

@@ -110,7 +110,7 @@ def _visit_cycle(event: Envelope) -> int:
 def _receives(protocol: Protocol, state: PatientState, drug: Drug) -> bool:
     """False for the platinum agent the subject was not assigned (True while it is unknown)."""
     platinum = state.platinum_drug()
-    return platinum is None or drug not in protocol.regimen.platinum or drug is platinum
+    return platinum is None or drug not in protocol.regimen.platinum or drug == platinum
 
 
 def _change(
@@ -257,7 +257,7 @@ def _carboplatin_dose_off(
     if not isinstance(event, DoseAdministered):
         return False
     p = event.payload
-    if p.drug is not Drug.CARBOPLATIN or p.dose_unit != "mg":
+    if p.drug != Drug.CARBOPLATIN or p.dose_unit != "mg":
         return False
     expected = calvert_expected_mg(protocol, state)
     if expected is None:

@@ -20,10 +20,12 @@ from services.ingest.domain import (
     LabResultIn,
     RetractionIn,
     SubmissionIn,
+    drugs_outside_regimen,
     to_event,
 )
 from shared.kafka import broker_running, make_broker, publish_events
 from shared.metrics import INGEST_REJECTS, INGESTED_EVENTS
+from shared.protocol import study_protocol
 from shared.settings import Settings, get_settings
 from shared.topics import CLINICAL_EVENTS
 
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level)
     broker = make_broker(settings, client_id="safetymon-ingest")
     topic = settings.topic(CLINICAL_EVENTS)
+    regimen = set(study_protocol(settings.study_id, settings.protocol_file).regimen.drugs)
 
     app = FastAPI(
         title="safetymon ingest",
@@ -80,11 +83,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def publish(requests: Sequence[SubmissionIn], endpoint: str) -> Accepted:
         events, problems = [], []
         for index, request in enumerate(requests):
+            where = (index,) if endpoint.endswith("/batch") else ()
+            problems += [
+                ((*where, *field), reason, "unknown_drug")
+                for field, reason in drugs_outside_regimen(request, regimen)
+            ]
             try:
                 events.append(to_event(request, settings.study_id))
             except ValidationError as error:
                 # Valid as sent, invalid once normalised (e.g. out of range in SI units).
-                where = (index,) if endpoint.endswith("/batch") else ()
                 problems += [((*where, *e["loc"]), e["msg"], e["type"]) for e in error.errors()]
         if problems:
             INGEST_REJECTS.labels(endpoint, "invalid").inc()

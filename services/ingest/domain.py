@@ -4,6 +4,7 @@ No I/O here. Validation errors raise inside the pydantic models, so the API answ
 field; unit normalisation uses the one converter in `shared.labs`.
 """
 
+from collections.abc import Collection
 from datetime import UTC, date, datetime, time
 from typing import TypeVar
 from uuid import UUID
@@ -17,6 +18,7 @@ from shared.events import (
     AdverseEventReported,
     DoseAdministered,
     DoseAdministeredPayload,
+    Drug,
     Envelope,
     EventCorrected,
     EventCorrectedPayload,
@@ -319,6 +321,23 @@ def retraction_event(request: RetractionIn, study_id: str) -> EventRetracted:
             retracted_event_id=request.retracted_event_id, reason=request.reason
         ),
     )
+
+
+def drugs_outside_regimen(
+    request: SubmissionIn, regimen: Collection[Drug]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """(field, reason) for every drug the request names that the study does not give."""
+    named: list[tuple[tuple[str | int, ...], Drug]] = []
+    if isinstance(request, DoseIn):
+        named.append((("drug",), request.drug))
+    elif isinstance(request, AdverseEventIn):
+        named += [(("related_drugs", i), drug) for i, drug in enumerate(request.related_drugs)]
+    given = ", ".join(sorted(regimen))
+    return [
+        (where, f"'{drug}' is not a drug of this study (its regimen: {given})")
+        for where, drug in named
+        if drug not in regimen
+    ]
 
 
 def to_event(request: SubmissionIn, study_id: str) -> Envelope:

@@ -135,3 +135,24 @@ def test_an_implausible_baseline_creatinine_is_refused_on_its_field() -> None:
     (issue,) = error.value.errors()
     assert issue["loc"] == ("baseline_creatinine",)
     assert "not a plausible baseline creatinine" in issue["msg"]
+
+
+def test_a_drug_the_study_does_not_give_is_refused_on_its_field() -> None:
+    from services.ingest.domain import DoseIn, drugs_outside_regimen
+    from shared.events import Drug
+    from shared.protocol import study_protocol
+
+    regimen = set(study_protocol("NCT05173246").regimen.drugs)
+    dose = DoseIn(
+        subject_id="GZ01-001",
+        site_id="GZ01",
+        drug="pembrolizumab",
+        visit={"cycle": 1, "day": 1},
+        dose=200,
+        dose_unit="mg",
+        administered_at="2025-03-03T10:00:00+08:00",
+    )
+    ((field, reason),) = drugs_outside_regimen(dose, regimen)
+    assert field == ("drug",)
+    assert reason.startswith("'pembrolizumab' is not a drug of this study")
+    assert drugs_outside_regimen(dose.model_copy(update={"drug": Drug.CISPLATIN}), regimen) == []

@@ -518,7 +518,7 @@ def test_a_discontinued_drug_is_never_touched_again() -> None:
     )
     assert summary(out[1]) == [("IRAE-ANY-G4-DISCONTINUE", TORI_STOP)]
     later = [d for o in out[2:] for d in decisions(o)]
-    assert all(a.drug is not Drug.TORIPALIMAB for d in later for a in d.payload.actions)
+    assert all(a.drug != Drug.TORIPALIMAB for d in later for a in d.payload.actions)
     assert [summary(o) for o in out[2:]] == [[], [], [NP_STOP]]
     assert state.discontinued == {Drug.TORIPALIMAB}
 
