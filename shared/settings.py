@@ -3,7 +3,7 @@
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     grader_port: int = Field(8002, validation_alias="GRADER_PORT")
     alerts_port: int = Field(8003, validation_alias="ALERTS_PORT")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> "Settings":
+        if self.smtp_username and not self.smtp_starttls:
+            raise ValueError(
+                "SMTP_USERNAME is set without SMTP_STARTTLS: refusing to send a "
+                "password in clear text"
+            )
+        return self
 
     @field_validator("alert_email_recipients", mode="before")
     @classmethod

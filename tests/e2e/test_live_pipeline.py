@@ -132,7 +132,11 @@ async def test_every_service_exposes_health_and_metrics(pipeline: Pipeline) -> N
         for name, url in pipeline.urls.items():
             assert (await client.get(f"{url}/health")).status_code == 200, name
             metrics = (await client.get(f"{url}/metrics/")).text
-            assert "safetymon_consumed_messages_total" in metrics or name == "ingest"
+            if name != "ingest":  # a sample line, not just the metric's HELP/TYPE
+                assert (
+                    f'safetymon_consumed_messages_total{{outcome="processed",service="{name}"}}'
+                    in metrics
+                ), name
         ingest_metrics = (await client.get(f"{pipeline.urls['ingest']}/metrics/")).text
     assert 'safetymon_ingest_events_total{event_type="LabResultReported"}' in ingest_metrics
 

@@ -157,7 +157,7 @@ async def test_an_email_that_failed_is_recorded_and_sent_when_the_server_is_back
         finally:
             sink.stop()
     assert failed and "Connect" in failed["last_error"]
-    assert sent and sent["attempts"] == failed["attempts"] + 1
+    assert sent and sent["attempts"] > failed["attempts"]  # retried until the server was back
     mine = [m for m in sink.messages if m["X-Safetymon-Alert-Id"] == str(alert.payload.alert_id)]
     assert len(mine) == 1
 
