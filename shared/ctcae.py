@@ -21,7 +21,7 @@ How the criteria are read (../shared/reference/dose_rules.md section 1.1):
   grade, the grade is left undecided and `minimum_grade` says what the value proves.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cache
@@ -894,10 +894,6 @@ def grade_bounded(
         (f"exact value (reported as {comparator}{bound:g})",),
         near.notes,
     )
-
-
-def terms_for(tests: Iterable[LabTest]) -> list[TermCriteria]:
-    return [criteria for test in tests for criteria in TERMS_BY_TEST[test]]
 
 
 def grade_reported(

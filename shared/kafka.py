@@ -125,9 +125,6 @@ async def publish_dead_letter(
     )
 
 
-__all__ = ["KafkaError", "ensure_topics", "make_broker", "publish_dead_letter", "publish_events"]
-
-
 @asynccontextmanager
 async def broker_running(settings: Settings, broker: KafkaBroker) -> AsyncIterator[None]:
     """Topics exist, the broker's producer and subscribers run; on exit, in-flight messages are

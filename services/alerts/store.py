@@ -253,7 +253,3 @@ class AlertStore:
                 event=event.model_dump(mode="json"),
             )
         )
-
-
-def is_open(row: dict) -> bool:
-    return AlertStatus(row["status"]) in OPEN_STATUSES
