@@ -341,7 +341,7 @@ class Protocol(Model):
             if rule.id in seen:
                 raise ValueError(f"rule id {rule.id} is used twice")
             seen.add(rule.id)
-            for condition in _conditions_of(rule):
+            for condition in conditions_of(rule):
                 if isinstance(condition, RuleInForceCondition) and condition.rule_in_force not in {
                     r.id for r in self.rules
                 }:
@@ -365,7 +365,7 @@ class Protocol(Model):
                 yield from ((agent, action) for agent in self.regimen.platinum)
 
 
-def _conditions_of(rule: Rule) -> Iterator["Condition"]:
+def conditions_of(rule: Rule) -> Iterator["Condition"]:
     stack = [rule.when, *([rule.resume_when] if rule.resume_when else [])]
     while stack:
         condition = stack.pop()

@@ -52,6 +52,10 @@ def explain(protocol: Protocol, state: PatientState) -> dict[str, Any]:
             for test, lab in sorted(state.labs.items())
         },
         "abnormal_grades": {term: g for term, g in sorted(state.lab_grades.items()) if g},
+        "immune_related_events": [
+            {"term": term, "onset": onset, "worst_grade": grade}
+            for (term, onset), grade in sorted(state.irae_events.items())
+        ],
         "adverse_events": {
             term: {"grade": ae.grade, "immune_related": ae.immune_related, "serious": ae.serious}
             for term, ae in sorted(state.adverse_events.items())

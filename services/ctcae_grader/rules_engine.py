@@ -13,7 +13,14 @@ from datetime import timedelta
 
 from services.ctcae_grader.state import LatestLab, PatientState
 from shared.dosing import calvert_dose_mg, cockcroft_gault
-from shared.events import AdverseEventReported, DoseAction, DoseAdministered, Drug, Envelope
+from shared.events import (
+    AdverseEventReported,
+    DoseAction,
+    DoseAdministered,
+    Drug,
+    Envelope,
+    LabResultReported,
+)
 from shared.labs import LabTest, convert
 from shared.protocol import (
     AeCondition,
@@ -28,6 +35,7 @@ from shared.protocol import (
     Protocol,
     Rule,
     RuleInForceCondition,
+    conditions_of,
 )
 
 _TOLERANCE = 1e-9  # float noise from a unit conversion must not move a value off a limit
@@ -76,7 +84,12 @@ def _apply_rule(
     if rule.resume_when is None:
         if not holds_now:
             return state.deactivated(rule.id), None
-        if _visit_cycle(event) > state.fired_visits.get(rule.id, 0):
+        fired_on = state.fired_visits.get(rule.id, 0)
+        if (
+            _per_visit(rule)
+            and isinstance(event, LabResultReported)
+            and (fired_on and _visit_cycle(event) > fired_on)
+        ):
             # Met again on a sample of a later cycle: a new occurrence, not the same one.
             return _fire(protocol, state.deactivated(rule.id), rule, event)
         return state, None
@@ -100,6 +113,13 @@ def _fire(
         return state, None
     proof = tuple(evidence(rule.when, state, event))
     return state, RuleOutcome(rule, tuple(changes), evidence=proof, signal=rule.signal)
+
+
+def _per_visit(rule: Rule) -> bool:
+    """A rule read from visit-day samples (day 8 of each cycle): each visit is an occurrence."""
+    return any(
+        isinstance(c, LabCondition) and c.visit_days is not None for c in conditions_of(rule)
+    )
 
 
 def _visit_cycle(event: Envelope) -> int:
@@ -316,32 +336,43 @@ def _limits(condition: LabCondition, lab: LatestLab) -> Iterator[tuple[float | N
 
 
 def creatinine_clearance(state: PatientState) -> float | None:
-    """Cockcroft-Gault from the latest creatinine result, else the baseline; None when the
-    subject's age, weight or sex is not known."""
+    """Cockcroft-Gault from the latest exact creatinine result, else the baseline; None when it
+    cannot be computed (age, weight or sex unknown, or the latest result is only a bound)."""
+    ends = clearance_range(state)
+    return ends[0] if ends and len(ends) == 1 else None
+
+
+def clearance_range(state: PatientState) -> tuple[float, ...]:
+    """The clearance, or for a creatinine reported as a bound (">4.0") the clearances at both
+    ends of the range it stands for; () when unknown."""
     latest = state.labs.get(LabTest.CREATININE)
-    if latest is not None and latest.comparator is None:
-        creatinine_mg_dl = convert(LabTest.CREATININE, latest.value, latest.unit, "mg/dL")
+    if latest is not None:
+        values = _range_of(latest.value, latest.comparator)
+        creatinine_mg_dl = [convert(LabTest.CREATININE, v, latest.unit, "mg/dL") for v in values]
         on = latest.collected_at.date()
     elif state.baseline_creatinine_umol_l is not None and state.enrolled_on is not None:
-        creatinine_mg_dl = convert(
-            LabTest.CREATININE, state.baseline_creatinine_umol_l, "umol/L", "mg/dL"
-        )
+        baseline = state.baseline_creatinine_umol_l
+        creatinine_mg_dl = [convert(LabTest.CREATININE, baseline, "umol/L", "mg/dL")]
         on = state.enrolled_on
     else:
-        return None
+        return ()
     age = state.age_on(on)
-    if age is None or state.weight_kg is None or state.sex is None or creatinine_mg_dl <= 0:
-        return None
-    return cockcroft_gault(age, state.weight_kg, creatinine_mg_dl, state.sex)
+    if age is None or state.weight_kg is None or state.sex is None:
+        return ()
+    weight, sex = state.weight_kg, state.sex
+    # A creatinine of 0 (the low end of "<x") stands for a clearance without bound.
+    return tuple(
+        cockcroft_gault(age, weight, c, sex) if c > 0 else float("inf") for c in creatinine_mg_dl
+    )
 
 
 def _clearance_holds(condition: ClearanceCondition, state: PatientState) -> bool:
-    clearance = creatinine_clearance(state)
-    if clearance is None:
+    ends = clearance_range(state)
+    if not ends:
         return False
     if condition.crcl_below is not None:
-        return below(clearance, condition.crcl_below)
-    return at_least(clearance, condition.crcl_at_least or 0)
+        return all(below(c, condition.crcl_below) for c in ends)
+    return all(at_least(c, condition.crcl_at_least or 0) for c in ends)
 
 
 def _ae_holds(
@@ -370,10 +401,11 @@ def _ae_holds(
 
 
 def _recurrences(condition: AeCondition, state: PatientState) -> int:
+    """Distinct immune-related events (term and onset) of the listed terms within the grades."""
     terms = condition.ae
     return sum(
         1
-        for term, grade in state.irae_history
+        for (term, _onset), grade in state.irae_events.items()
         if (terms is None or term in terms) and condition.min_grade <= grade <= condition.max_grade
     )
 

@@ -88,7 +88,9 @@ class PatientState:
     adverse_events: Mapping[str, LatestAe] = field(
         default_factory=_empty
     )  # AE term -> latest report
-    irae_history: tuple[tuple[str, int], ...] = ()  # (term, grade) of each immune-related report
+    # Immune-related events: (term, onset) -> worst grade reported. A follow-up report of the same
+    # event (same term and onset) updates it; it is not a recurrence.
+    irae_events: Mapping[tuple[str, date], int] = field(default_factory=_empty)
     # protocol decisions in force
     active_rules: Mapping[str, int] = field(default_factory=_empty)  # rule id -> cycle it fired in
     active_since: Mapping[str, datetime] = field(default_factory=_empty)  # rule id -> when
@@ -110,9 +112,6 @@ class PatientState:
 
     def is_held(self, drug: Drug) -> bool:
         return bool(self.holds.get(drug))
-
-    def irae_occurrences(self, term: str, min_grade: int) -> int:
-        return sum(1 for t, g in self.irae_history if t == term and g >= min_grade)
 
     # --- what the protocol rules change (used by the rules engine) -----------------------------
 
@@ -231,9 +230,12 @@ def _lab(state: PatientState, event: LabResultReported) -> PatientState:
 def _adverse_event(state: PatientState, event: AdverseEventReported) -> PatientState:
     p = event.payload
     latest = LatestAe(p.grade, p.immune_related, p.serious, p.onset_date, str(event.event_id))
-    history = (*state.irae_history, (p.term, p.grade)) if p.immune_related else state.irae_history
+    events = state.irae_events
+    if p.immune_related:
+        key = (p.term, p.onset_date)
+        events = _with(events, key, max(p.grade, events.get(key, 0)))
     return replace(
-        state, adverse_events=_with(state.adverse_events, p.term, latest), irae_history=history
+        state, adverse_events=_with(state.adverse_events, p.term, latest), irae_events=events
     )
 
 

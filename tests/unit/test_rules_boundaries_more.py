@@ -261,14 +261,6 @@ def test_delay_reduce_rearms_after_the_resume_and_a_second_delayed_cycle_reduces
     assert summary(out[6]) == [("D1-ANC-HOLD", resume(NAB_P, CARBO, level=2))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: one day-1 delay is reduced twice. While D1-ANC-HOLD stays in force, any event "
-    "labelled with a later cycle (here the C3D1 toripalimab dose, which the neutrophil hold does "
-    "not withhold) re-fires D1-DELAY-REDUCE (rules_engine._apply_rule 'met again on a sample of a "
-    "later cycle'): nab-paclitaxel and carboplatin go 1 -> 2 with no new delay (NP-4: one level "
-    "per occurrence).",
-)
 def test_one_long_delay_is_one_reduction_even_across_a_toripalimab_dose() -> None:
     _, out = run(
         [
@@ -350,13 +342,6 @@ def test_an_interrupting_result_restarts_the_7_days() -> None:
     assert summary(out[4]) == [G4_REDUCE]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: one unbroken run of ANC < 0.5 is reduced twice. The run fires "
-    "ANC-G4-7D-REDUCE on C2D18; the next low result of the same run, labelled C3D1, re-fires it "
-    "because its visit is of a later cycle (rules_engine._apply_rule), so nab-paclitaxel and "
-    "carboplatin go 1 -> 2 with no new occurrence.",
-)
 def test_one_unbroken_low_run_is_one_reduction_even_into_the_next_cycle() -> None:
     _, out = run(
         [
@@ -551,13 +536,6 @@ def test_a_carboplatin_subject_gets_no_cisplatin_decision() -> None:
     assert summary(out[1], "CIS-") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: a creatinine reported above the measuring range ('>4.0' mg/dL: at most "
-    "12.5 mL/min for every value it stands for) is skipped by creatinine_clearance, which then "
-    "falls back to the enrolment baseline (55.6 mL/min) and RESUMES cisplatin that a 1.5 mg/dL "
-    "result had held (README: a bound meets a limit if every value it stands for does).",
-)
 def test_a_creatinine_above_the_measuring_range_keeps_cisplatin_held() -> None:
     _, out = run([cisplatin_subject(baseline_mg_dl=0.9), creatinine(1.5), creatinine(">4.0")])
     assert summary(out[1], "CIS-") == [CRCL_HOLD]  # 50 / 1.5 = 33.3 mL/min
@@ -678,13 +656,6 @@ def test_febrile_neutropenia_reduces_nab_paclitaxel_and_only_carboplatin(
     assert summary(out[1]) == [("FN-REDUCE", reduced)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: an unrelated later event re-fires FN-REDUCE. An adverse event has no visit, so "
-    "the rule is recorded as fired at cycle 0; the next event with any visit (here a normal C2D8 "
-    "ANC; a dose does the same) counts as 'met again on a sample of a later cycle' while the "
-    "latest FN report is still grade 3, and reduces nab-paclitaxel and carboplatin again (1 -> 2).",
-)
 def test_a_normal_count_after_febrile_neutropenia_is_no_second_reduction() -> None:
     _, out = run([enrolled(CARBO), febrile_neutropenia(), anc(2.0, at("04-15"), cycle=2, day=8)])
     assert summary(out[1]) == [("FN-REDUCE", reduce(NAB_P, CARBO))]
@@ -747,12 +718,6 @@ def test_grade_3_reports_the_site_did_not_flag_immune_related_do_not_count() -> 
     assert [summary(o) for o in out[1:]] == [[], [], []]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT: a follow-up report of the same grade-3 irAE (same term and onset date, now "
-    "with a resolved date) is counted as a second grade-3 event: _recurrences counts reports in "
-    "PatientState.irae_history, not events, and toripalimab is permanently discontinued.",
-)
 def test_a_follow_up_of_the_same_grade_3_irae_is_not_a_recurrence() -> None:
     _, out = run(
         [
