@@ -1,6 +1,6 @@
 """Every Prometheus metric safetymon exports, in one place (labels are bounded sets)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 INGESTED_EVENTS = Counter(
     "safetymon_ingest_events_total",
@@ -35,4 +35,9 @@ GRADING_LATENCY = Histogram(
     "safetymon_grading_latency_seconds",
     "From ingest (recorded_at) to the grade being published",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+ESCALATIONS = Counter("safetymon_alert_escalations_total", "Alerts escalated a tier", ["severity"])
+OPEN_ALERTS = Gauge("safetymon_open_alerts", "Alerts not yet acknowledged", ["severity"])
+OVERDUE_ALERTS = Gauge(
+    "safetymon_overdue_alerts", "Open alerts past their reporting deadline", ["severity"]
 )

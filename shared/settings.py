@@ -42,6 +42,18 @@ class Settings(BaseSettings):
     # Site reference ranges for results sent without LLN/ULN (CSV; default: the shipped table).
     reference_ranges_file: str | None = Field(None, validation_alias="REFERENCE_RANGES_FILE")
 
+    # Escalation: an open alert not acknowledged within its severity's limit (minutes) goes up a
+    # tier, to ESCALATION_RECIPIENTS, once per limit elapsed ("critical=15,high=120").
+    escalation_minutes: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=lambda: {"critical": 15.0, "high": 120.0, "medium": 480.0},
+        validation_alias="ESCALATION_MINUTES",
+    )
+    escalation_recipients: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["medical-monitor@localhost"],
+        validation_alias="ESCALATION_RECIPIENTS",
+    )
+    escalation_check_s: float = Field(30.0, gt=0, validation_alias="ESCALATION_CHECK_S")
+
     # How often failed or pending alert emails are tried again.
     notification_retry_s: float = Field(15.0, gt=0, validation_alias="NOTIFICATION_RETRY_S")
 
@@ -60,7 +72,16 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("alert_email_recipients", mode="before")
+    @field_validator("escalation_minutes", mode="before")
+    @classmethod
+    def _parse_limits(cls, value: object) -> object:
+        # "critical=15,high=120": severity=minutes pairs, as an operator writes them.
+        if isinstance(value, str):
+            pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+            return {key.strip(): float(minutes) for key, minutes in pairs}
+        return value
+
+    @field_validator("alert_email_recipients", "escalation_recipients", mode="before")
     @classmethod
     def _split_recipients(cls, value: object) -> object:
         # Operators write "a@x, b@y" in an environment variable, not JSON.

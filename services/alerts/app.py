@@ -1,11 +1,12 @@
 """Alert service: stores raised alerts, emails the safety desk, lists and acknowledges alerts."""
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Body, FastAPI, HTTPException, Query
@@ -13,7 +14,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from services.alerts.db import create_engine, upgrade_schema
-from services.alerts.domain import TransitionError, acknowledgement_id
+from services.alerts.domain import (
+    AlertStatus,
+    TransitionError,
+    acknowledgement_id,
+    escalation_due,
+    escalation_id,
+    resolution_id,
+)
 from services.alerts.notify import compose_email, send_email
 from services.alerts.store import MAX_ATTEMPTS, AlertNotFound, AlertStore, PendingNotification
 from services.common.consumer import RejectedEvent, subscribe
@@ -21,14 +29,24 @@ from services.common.http import add_operational_routes, configure_logging
 from shared.events import (
     AlertAcknowledged,
     AlertAcknowledgedPayload,
+    AlertEscalated,
+    AlertEscalatedPayload,
     AlertRaised,
+    AlertResolved,
+    AlertResolvedPayload,
     Envelope,
     EventRetracted,
     Source,
     utc_now,
 )
 from shared.kafka import broker_running, make_broker, publish_events
-from shared.metrics import ALERTS_STORED, NOTIFICATIONS
+from shared.metrics import (
+    ALERTS_STORED,
+    ESCALATIONS,
+    NOTIFICATIONS,
+    OPEN_ALERTS,
+    OVERDUE_ALERTS,
+)
 from shared.settings import Settings, get_settings
 from shared.topics import ALERTS
 
@@ -51,11 +69,30 @@ class AlertOut(BaseModel):
     acknowledged_by: str | None
     acknowledged_at: datetime | None
     acknowledgement_comment: str | None
+    escalation_tier: int
+    resolved_by: str | None
+    resolved_at: datetime | None
+    resolution_comment: str | None
 
 
 class AlertDetailOut(AlertOut):
     history: list[dict]
     notifications: list[dict]
+
+
+class ResolutionIn(BaseModel):
+    resolved_by: str = Field(min_length=1, max_length=200, description="user id, not a name")
+    comment: str = Field("", max_length=2000)
+
+
+def record_open_alerts(open_alerts: list[dict], now: datetime) -> None:
+    """Gauges of what the desk has in front of it."""
+    for severity in ("critical", "high", "medium", "low", "info"):
+        mine = [a for a in open_alerts if a["severity"] == severity]
+        OPEN_ALERTS.labels(severity).set(len(mine))
+        OVERDUE_ALERTS.labels(severity).set(
+            sum(1 for a in mine if a["due_at"] is not None and a["due_at"] <= now)
+        )
 
 
 class AcknowledgementIn(BaseModel):
@@ -71,9 +108,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     store = AlertStore(engine)
 
     async def deliver(note: PendingNotification) -> None:
+        if not await store.claim(note):
+            return  # another pass is sending it
         alert = await store.get(note.alert_id)
         message = compose_email(
-            alert, note.recipient, str(note.notification_id), settings.alert_email_from
+            alert,
+            note.recipient,
+            str(note.notification_id),
+            settings.alert_email_from,
+            note.alert_state,
         )
         try:
             await send_email(settings, message)
@@ -105,13 +148,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await deliver(note)
         elif isinstance(event, EventRetracted):
             await store.retract(event)
-        elif isinstance(event, AlertAcknowledged):
+        elif isinstance(event, AlertAcknowledged | AlertResolved):
+            apply = store.acknowledge if isinstance(event, AlertAcknowledged) else store.resolve
             try:
-                await store.acknowledge(event)
+                await apply(event)
             except AlertNotFound as error:
-                raise RejectedEvent(f"acknowledgement of unknown alert {error}") from error
+                raise RejectedEvent(f"{event.event_type} of unknown alert {error}") from error
             except TransitionError:
-                pass  # the alert was already taken by an earlier acknowledgement
+                pass  # the alert was already taken (or closed) by an earlier event
+        elif isinstance(event, AlertEscalated):
+            with contextlib.suppress(AlertNotFound):
+                await store.escalate(event, settings.escalation_recipients)
+            for note in await store.pending_notifications(event.payload.alert_id):
+                await deliver(note)
 
     subscribe(broker, settings, "alerts", settings.topic(ALERTS), on_alert_event)
 
@@ -124,13 +173,66 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             except Exception:
                 log.exception("notification retry pass failed")
 
+    limits = {s: timedelta(minutes=m) for s, m in settings.escalation_minutes.items()}
+
+    async def escalate_overdue() -> None:
+        """Every open alert past its time limit (or its reporting deadline) goes up a tier: the
+        escalation is recorded in the event log first; its id makes it happen once."""
+        now = utc_now()
+        open_alerts = await store.open_alerts()
+        for alert in open_alerts:
+            reason = escalation_due(
+                AlertStatus(alert["status"]),
+                alert["severity"],
+                alert["raised_at"],
+                alert["due_at"],
+                alert["escalation_tier"],
+                limits,
+                now,
+            )
+            if reason is None:
+                continue
+            tier = alert["escalation_tier"] + 1
+            event = AlertEscalated(
+                event_id=escalation_id(alert["alert_id"], tier),
+                study_id=alert["study_id"],
+                site_id=alert["site_id"],
+                subject_id=alert["subject_id"],
+                occurred_at=now,
+                recorded_at=now,
+                causation_id=alert["alert_id"],
+                source=Source(system="safetymon-alerts", message_id=f"escalate-{tier}"),
+                payload=AlertEscalatedPayload(alert_id=alert["alert_id"], tier=tier, reason=reason),
+            )
+            await publish_events(broker, settings.topic(ALERTS), [event])
+            if await store.escalate(event, settings.escalation_recipients):
+                ESCALATIONS.labels(alert["severity"]).inc()
+                for note in await store.pending_notifications(alert["alert_id"]):
+                    await deliver(note)
+        record_open_alerts(open_alerts, now)
+
+    async def escalation_loop() -> None:
+        while True:
+            try:
+                await escalate_overdue()
+            except Exception:
+                log.exception("escalation pass failed")
+            await asyncio.sleep(settings.escalation_check_s)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(upgrade_schema, settings.database_url)
+        await store.release_unfinished_sends()
         async with broker_running(settings, broker):
-            retrier = asyncio.create_task(retry_failed_notifications())
-            yield
-            retrier.cancel()
+            loops = [
+                asyncio.create_task(retry_failed_notifications()),
+                asyncio.create_task(escalation_loop()),
+            ]
+            try:
+                yield
+            finally:
+                for loop in loops:
+                    loop.cancel()
         await engine.dispose()
 
     app = FastAPI(title="safetymon alerts", version="1", lifespan=lifespan)
@@ -160,6 +262,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return await store.get(alert_id)
         except AlertNotFound as error:
             raise HTTPException(404, f"no alert {alert_id}") from error
+
+    @app.post("/v1/alerts/{alert_id}/resolve", response_model=AlertOut)
+    async def resolve(alert_id: uuid.UUID, body: Annotated[ResolutionIn, Body()]) -> dict:
+        """Close an alert, with who and why; recorded in the store and then the event log."""
+        try:
+            alert = await store.get(alert_id)
+        except AlertNotFound as error:
+            raise HTTPException(404, f"no alert {alert_id}") from error
+        now = utc_now()
+        event = AlertResolved(
+            event_id=resolution_id(alert_id, body.resolved_by),
+            study_id=alert["study_id"],
+            site_id=alert["site_id"],
+            subject_id=alert["subject_id"],
+            occurred_at=now,
+            recorded_at=now,
+            causation_id=alert_id,
+            source=Source(system="safetymon-alerts", message_id=f"resolve-{alert_id}"),
+            payload=AlertResolvedPayload(alert_id=alert_id, **body.model_dump()),
+        )
+        try:
+            resolved = await store.resolve(event)
+        except TransitionError as error:
+            raise HTTPException(409, str(error)) from error
+        try:
+            await publish_events(broker, settings.topic(ALERTS), [event])
+        except Exception as error:
+            log.exception("resolution of %s not in the event log yet", alert_id)
+            raise HTTPException(503, "event log unavailable: retry the resolution") from error
+        return resolved
 
     @app.post("/v1/alerts/{alert_id}/acknowledge", response_model=AlertOut)
     async def acknowledge(alert_id: uuid.UUID, body: Annotated[AcknowledgementIn, Body()]) -> dict:

@@ -1,5 +1,7 @@
 """The alert lifecycle as a pure state machine: an alert's status is a fold over its events."""
 
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from enum import StrEnum
 from uuid import UUID
 
@@ -39,3 +41,43 @@ def acknowledgement_id(alert_id: UUID, user: str) -> UUID:
     """One acknowledgement per user and alert: a retry by the same user is the same event; a
     second user's is a different one, which the store refuses once the alert is taken."""
     return derive_id("AlertAcknowledged", str(alert_id), user)
+
+
+def after_resolved(status: AlertStatus) -> AlertStatus:
+    if status in (AlertStatus.RESOLVED, AlertStatus.RETRACTED):
+        raise TransitionError(f"alert is already {status.value}")
+    return AlertStatus.RESOLVED
+
+
+def resolution_id(alert_id: UUID, user: str) -> UUID:
+    """A retry by the same user is the same event; another user's is refused once resolved."""
+    return derive_id("AlertResolved", str(alert_id), user)
+
+
+def escalation_id(alert_id: UUID, tier: int) -> UUID:
+    """Each tier is reached once, however often the check runs or the service restarts."""
+    return derive_id("AlertEscalated", str(alert_id), str(tier))
+
+
+def escalation_due(
+    status: AlertStatus,
+    severity: str,
+    raised_at: datetime,
+    due_at: datetime | None,
+    tier: int,
+    limits: Mapping[str, timedelta],
+    now: datetime,
+    tiers: int = 1,
+) -> str | None:
+    """Why an alert should go up one tier now, or None. Unacknowledged past its severity's time
+    limit (one more limit per tier already reached), or a reporting deadline passed while open;
+    never beyond the last of `tiers` escalation tiers."""
+    if status not in OPEN_STATUSES or tier >= tiers:
+        return None
+    limit = limits.get(severity)
+    if limit is not None and now >= raised_at + limit * (tier + 1):
+        minutes = int(limit.total_seconds() // 60) * (tier + 1)
+        return f"not acknowledged within {minutes} min ({severity})"
+    if due_at is not None and now >= due_at and tier == 0:
+        return f"reporting deadline {due_at:%Y-%m-%d %H:%M %Z} passed while open"
+    return None

@@ -7,11 +7,14 @@ import aiosmtplib
 from shared.settings import Settings
 
 
-def compose_email(alert: dict, recipient: str, notification_id: str, sender: str) -> EmailMessage:
+def compose_email(
+    alert: dict, recipient: str, notification_id: str, sender: str, state: str = "raised"
+) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = recipient
-    message["Subject"] = f"[safetymon {alert['severity'].upper()}] {alert['title']}"
+    escalated = "ESCALATED, NOT ACKNOWLEDGED: " if state.startswith("escalated") else ""
+    message["Subject"] = f"[safetymon {alert['severity'].upper()}] {escalated}{alert['title']}"
     # A fixed Message-ID per notification lets mail systems drop a resend after a crash.
     message["Message-ID"] = f"<{notification_id}@safetymon>"
     message["X-Safetymon-Alert-Id"] = str(alert["alert_id"])

@@ -13,11 +13,14 @@ from services.alerts.domain import (
     AlertStatus,
     after_acknowledged,
     after_notified,
+    after_resolved,
 )
 from shared.events import (
     SEVERITY_RANK,
     AlertAcknowledged,
+    AlertEscalated,
     AlertRaised,
+    AlertResolved,
     Envelope,
     EventRetracted,
     derive_id,
@@ -34,6 +37,7 @@ class PendingNotification:
     alert_id: uuid.UUID
     recipient: str
     attempts: int
+    alert_state: str = "raised"  # the state change it announces: raised, escalated-1, ...
 
 
 class AlertNotFound(LookupError):
@@ -75,26 +79,74 @@ class AlertStore:
             if stored.rowcount == 0:
                 return False
             await self._append_event(conn, event, p.alert_id, actor=None)
-            for recipient in recipients:
-                await conn.execute(
-                    _insert_ignoring_duplicates(conn, notifications).values(
-                        notification_id=derive_id(
-                            "notification",
-                            str(p.alert_id),
-                            AlertStatus.RAISED.value,
-                            EMAIL,
-                            recipient,
-                        ),
-                        alert_id=p.alert_id,
-                        alert_state=AlertStatus.RAISED.value,
-                        channel=EMAIL,
-                        recipient=recipient,
-                        status="pending",
-                        attempts=0,
-                        created_at=utc_now(),
-                    )
-                )
+            await self._queue_emails(conn, p.alert_id, AlertStatus.RAISED.value, recipients)
         return True
+
+    async def _queue_emails(
+        self, conn: AsyncConnection, alert_id: uuid.UUID, state: str, recipients: list[str]
+    ) -> None:
+        """One notification per recipient per alert state change: the id says which, so a
+        redelivered event or a restart queues nothing twice."""
+        for recipient in recipients:
+            await conn.execute(
+                _insert_ignoring_duplicates(conn, notifications).values(
+                    notification_id=derive_id(
+                        "notification", str(alert_id), state, EMAIL, recipient
+                    ),
+                    alert_id=alert_id,
+                    alert_state=state,
+                    channel=EMAIL,
+                    recipient=recipient,
+                    status="pending",
+                    attempts=0,
+                    created_at=utc_now(),
+                )
+            )
+
+    async def resolve(self, event: AlertResolved) -> dict:
+        """Close an alert; the same event twice changes nothing."""
+        p = event.payload
+        async with self.engine.begin() as conn:
+            row = await self._lock_alert(conn, p.alert_id)
+            if await self._has_event(conn, event.event_id):
+                return dict(row._mapping)
+            status = after_resolved(AlertStatus(row.status))
+            await conn.execute(
+                update(alerts)
+                .where(alerts.c.alert_id == p.alert_id)
+                .values(
+                    status=status.value,
+                    resolved_by=p.resolved_by,
+                    resolved_at=event.recorded_at,
+                    resolution_comment=p.comment,
+                    updated_at=utc_now(),
+                )
+            )
+            await self._append_event(conn, event, p.alert_id, actor=p.resolved_by)
+            return dict((await self._lock_alert(conn, p.alert_id))._mapping)
+
+    async def escalate(self, event: AlertEscalated, recipients: list[str]) -> bool:
+        """Raise an open alert to the event's tier and queue its emails; False when that tier
+        was already reached or the alert is no longer open."""
+        p = event.payload
+        async with self.engine.begin() as conn:
+            row = await self._lock_alert(conn, p.alert_id)
+            stale = row.escalation_tier >= p.tier or AlertStatus(row.status) not in OPEN_STATUSES
+            if stale or await self._has_event(conn, event.event_id):
+                return False
+            await conn.execute(
+                update(alerts)
+                .where(alerts.c.alert_id == p.alert_id)
+                .values(escalation_tier=p.tier, updated_at=utc_now())
+            )
+            await self._append_event(conn, event, p.alert_id, actor=None)
+            await self._queue_emails(conn, p.alert_id, f"escalated-{p.tier}", recipients)
+            return True
+
+    async def open_alerts(self) -> list[dict]:
+        async with self.engine.connect() as conn:
+            query = select(alerts).where(alerts.c.status.in_([s.value for s in OPEN_STATUSES]))
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
 
     async def acknowledge(self, event: AlertAcknowledged) -> dict:
         """Apply an acknowledgement; applying the same event twice changes nothing."""
@@ -156,9 +208,35 @@ class AlertStore:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query.order_by(notifications.c.created_at))).all()
         return [
-            PendingNotification(r.notification_id, r.alert_id, r.recipient, r.attempts)
+            PendingNotification(
+                r.notification_id, r.alert_id, r.recipient, r.attempts, r.alert_state
+            )
             for r in rows
         ]
+
+    async def claim(self, note: PendingNotification) -> bool:
+        """Take a notification for sending; False when another sender has it (the consumer and
+        the retry or escalation pass may reach the same one): only the claimer sends."""
+        async with self.engine.begin() as conn:
+            claimed = await conn.execute(
+                update(notifications)
+                .where(
+                    notifications.c.notification_id == note.notification_id,
+                    notifications.c.status.in_(("pending", "failed")),
+                )
+                .values(status="sending")
+            )
+            return claimed.rowcount == 1
+
+    async def release_unfinished_sends(self) -> int:
+        """At start-up no send is in flight: one cut off by a crash is pending again."""
+        async with self.engine.begin() as conn:
+            released = await conn.execute(
+                update(notifications)
+                .where(notifications.c.status == "sending")
+                .values(status="pending")
+            )
+            return released.rowcount
 
     async def mark_notification(self, note: PendingNotification, error: str | None) -> None:
         async with self.engine.begin() as conn:

@@ -102,7 +102,11 @@ async def test_the_service_stores_emails_and_acknowledges_once(settings: Setting
     try:
         async with running(create_app(settings)) as client:
             await produce_events(boot, settings.topic(ALERTS), [alert, alert])  # redelivered
-            assert await eventually(lambda: sink.count >= 1)
+            assert await eventually(
+                lambda: any(
+                    m["X-Safetymon-Alert-Id"] == str(alert.payload.alert_id) for m in sink.messages
+                )
+            )
             listed = (await client.get("/v1/alerts")).json()
             path = f"/v1/alerts/{alert.payload.alert_id}/acknowledge"
             taken = await client.post(path, json={"acknowledged_by": "physician-7"})
@@ -115,8 +119,10 @@ async def test_the_service_stores_emails_and_acknowledges_once(settings: Setting
     finally:
         sink.stop()
 
-    assert sink.count == 1
-    email = sink.messages[0]
+    # (other alerts in this session's database may be escalated meanwhile: count this one's)
+    mine = [m for m in sink.messages if m["X-Safetymon-Alert-Id"] == str(alert.payload.alert_id)]
+    assert len(mine) == 1
+    email = mine[0]
     assert email["To"] == "desk@example.org"
     assert "GZ01-005" in email["Subject"] and "hold" in email["Subject"]
     assert str(alert.payload.alert_id) in [a["alert_id"] for a in listed]
@@ -165,3 +171,91 @@ async def test_an_email_that_failed_is_recorded_and_sent_when_the_server_is_back
 async def _with_status(delivery, status: str) -> dict | None:
     found = await delivery
     return found if found and found["status"] == status else None
+
+
+def messages_about(sink: SmtpSink, alert: AlertRaised, to: str) -> list:
+    return [
+        m
+        for m in sink.messages
+        if m["X-Safetymon-Alert-Id"] == str(alert.payload.alert_id) and m["To"] == to
+    ]
+
+
+@pytest.fixture
+def escalating(settings: Settings) -> tuple[Settings, SmtpSink]:
+    sink = SmtpSink()
+    sink.start()
+    yield (
+        settings.model_copy(
+            update={
+                "smtp_port": sink.port,
+                "alert_email_recipients": ["desk@example.org"],
+                "escalation_recipients": ["monitor@example.org"],
+                "escalation_minutes": {"critical": 0.02},
+                "escalation_check_s": 0.2,
+            }
+        ),
+        sink,
+    )
+    sink.stop()
+
+
+async def test_an_unacknowledged_critical_alert_escalates_once_at_its_limit(
+    escalating: tuple[Settings, SmtpSink],
+) -> None:
+    settings, sink = escalating
+    alert = raised(lab("ANC", 0.4, source_message_id="esc-1"))  # grade 4 on day 1: critical
+    assert alert.payload.severity.value == "critical"
+    async with running(create_app(settings)) as client:
+        await produce_events(settings.kafka_bootstrap_servers, settings.topic(ALERTS), [alert])
+        assert await eventually(lambda: messages_about(sink, alert, "monitor@example.org"), 10)
+        await asyncio.sleep(2.0)  # more than another limit: it must not escalate again
+        detail = (await client.get(f"/v1/alerts/{alert.payload.alert_id}")).json()
+    assert len(messages_about(sink, alert, "desk@example.org")) == 1
+    (escalation_email,) = messages_about(sink, alert, "monitor@example.org")
+    assert "ESCALATED, NOT ACKNOWLEDGED" in escalation_email["Subject"]
+    assert detail["escalation_tier"] == 1
+    assert [h["event_type"] for h in detail["history"]].count("AlertEscalated") == 1
+
+
+async def test_an_acknowledged_alert_does_not_escalate(
+    escalating: tuple[Settings, SmtpSink],
+) -> None:
+    settings, sink = escalating
+    alert = raised(lab("ANC", 0.3, source_message_id="esc-2"))
+    async with running(create_app(settings)) as client:
+        await produce_events(settings.kafka_bootstrap_servers, settings.topic(ALERTS), [alert])
+        assert await eventually(lambda: messages_about(sink, alert, "desk@example.org"), 10)
+        taken = await client.post(
+            f"/v1/alerts/{alert.payload.alert_id}/acknowledge",
+            json={"acknowledged_by": "physician-7"},
+        )
+        await asyncio.sleep(2.5)
+    assert taken.status_code == 200
+    assert messages_about(sink, alert, "monitor@example.org") == []
+
+
+async def test_resolving_closes_the_alert_once_and_is_logged(
+    escalating: tuple[Settings, SmtpSink],
+) -> None:
+    settings, _ = escalating
+    alert = raised(lab("ANC", 1.2, source_message_id="resolve-1"))
+    boot = settings.kafka_bootstrap_servers
+    async with running(create_app(settings)) as client:
+        await produce_events(boot, settings.topic(ALERTS), [alert])
+        path = f"/v1/alerts/{alert.payload.alert_id}"
+        assert await eventually(lambda: _status(client, path), 10)
+        closed = await client.post(
+            f"{path}/resolve", json={"resolved_by": "physician-7", "comment": "counts recovered"}
+        )
+        again = await client.post(f"{path}/resolve", json={"resolved_by": "physician-8"})
+    assert closed.status_code == 200 and closed.json()["status"] == "resolved"
+    assert closed.json()["resolution_comment"] == "counts recovered"
+    assert again.status_code == 409
+    logged = await read_topic(boot, settings.topic(ALERTS), lambda r: len(r) >= 2)
+    assert "AlertResolved" in [e.event_type for e in events_of(logged)]
+
+
+async def _status(client, path: str) -> str | None:
+    response = await client.get(path)
+    return response.json()["status"] if response.status_code == 200 else None
