@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Site reference ranges for results sent without LLN/ULN (CSV; default: the shipped table).
     reference_ranges_file: str | None = Field(None, validation_alias="REFERENCE_RANGES_FILE")
 
+    # Routes of alerts to recipients and channels (YAML); default: the addresses below.
+    routing_file: str | None = Field(None, validation_alias="ROUTING_FILE")
+    webhook_timeout_s: float = Field(5.0, gt=0, validation_alias="WEBHOOK_TIMEOUT_S")
+
     # Escalation: an open alert not acknowledged within its severity's limit (minutes) goes up a
     # tier, to ESCALATION_RECIPIENTS, once per limit elapsed ("critical=15,high=120").
     escalation_minutes: Annotated[dict[str, float], NoDecode] = Field(

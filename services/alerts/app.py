@@ -22,8 +22,15 @@ from services.alerts.domain import (
     escalation_id,
     resolution_id,
 )
-from services.alerts.notify import compose_email, send_email
-from services.alerts.store import MAX_ATTEMPTS, AlertNotFound, AlertStore, PendingNotification
+from services.alerts.notify import compose_email, send_email, send_webhook, webhook_payload
+from services.alerts.routing import load_routing
+from services.alerts.store import (
+    EMAIL,
+    MAX_ATTEMPTS,
+    AlertNotFound,
+    AlertStore,
+    PendingNotification,
+)
 from services.common.consumer import RejectedEvent, subscribe
 from services.common.http import add_operational_routes, configure_logging
 from shared.events import (
@@ -106,46 +113,57 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     broker = make_broker(settings, client_id="safetymon-alerts")
     engine = create_engine(settings.database_url)
     store = AlertStore(engine)
+    routing = load_routing(settings)  # RoutingError: the service does not start
+
+    async def send(note: PendingNotification) -> None:
+        alert = await store.get(note.alert_id)
+        if note.channel == EMAIL:
+            message = compose_email(
+                alert,
+                note.recipient,
+                str(note.notification_id),
+                settings.alert_email_from,
+                note.alert_state,
+            )
+            await send_email(settings, message)
+        else:
+            payload = webhook_payload(alert, note.alert_state, slack=note.channel == "slack")
+            await send_webhook(settings, note.recipient, payload, str(note.notification_id))
 
     async def deliver(note: PendingNotification) -> None:
         if not await store.claim(note):
             return  # another pass is sending it
-        alert = await store.get(note.alert_id)
-        message = compose_email(
-            alert,
-            note.recipient,
-            str(note.notification_id),
-            settings.alert_email_from,
-            note.alert_state,
-        )
         try:
-            await send_email(settings, message)
-        except Exception as error:  # any SMTP failure: record it, retry later, never block
-            await store.mark_notification(note, repr(error)[:1000])
-            if note.attempts + 1 >= MAX_ATTEMPTS:
-                log.error(
-                    "giving up email for alert %s to %s after %d attempts: %r",
-                    note.alert_id,
-                    note.recipient,
-                    note.attempts + 1,
-                    error,
-                )
-                NOTIFICATIONS.labels("email", "abandoned").inc()
-            else:
-                log.warning(
-                    "email for alert %s to %s failed: %r", note.alert_id, note.recipient, error
-                )
-                NOTIFICATIONS.labels("email", "failed").inc()
+            await send(note)
+        except Exception as error:  # any channel failure: record it, retry later, never block
+            await store.mark_notification(note, repr(error)[:1000], settings.notification_retry_s)
+            outcome = "abandoned" if note.attempts + 1 >= MAX_ATTEMPTS else "failed"
+            log.log(
+                logging.ERROR if outcome == "abandoned" else logging.WARNING,
+                "%s to %s for alert %s %s (attempt %d): %r",
+                note.channel,
+                note.recipient,
+                note.alert_id,
+                outcome,
+                note.attempts + 1,
+                error,
+            )
+            NOTIFICATIONS.labels(note.channel, outcome).inc()
             return
         await store.mark_notification(note, None)
-        NOTIFICATIONS.labels("email", "sent").inc()
+        NOTIFICATIONS.labels(note.channel, "sent").inc()
+
+    async def deliver_all(notes: list[PendingNotification]) -> None:
+        # Concurrently: a slow or failing channel never holds up another.
+        await asyncio.gather(*(deliver(note) for note in notes))
 
     async def on_alert_event(event: Envelope) -> None:
         if isinstance(event, AlertRaised):
-            if await store.record_raised(event, settings.alert_email_recipients):
-                ALERTS_STORED.labels(event.payload.severity.value).inc()
-            for note in await store.pending_notifications(event.payload.alert_id):
-                await deliver(note)
+            p = event.payload
+            recipients = routing.recipients_for(p.severity.value, event.site_id, p.rule_id)
+            if await store.record_raised(event, recipients):
+                ALERTS_STORED.labels(p.severity.value).inc()
+            await deliver_all(await store.pending_notifications(p.alert_id))
         elif isinstance(event, EventRetracted):
             await store.retract(event)
         elif isinstance(event, AlertAcknowledged | AlertResolved):
@@ -158,9 +176,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 pass  # the alert was already taken (or closed) by an earlier event
         elif isinstance(event, AlertEscalated):
             with contextlib.suppress(AlertNotFound):
-                await store.escalate(event, settings.escalation_recipients)
-            for note in await store.pending_notifications(event.payload.alert_id):
-                await deliver(note)
+                await store.escalate(event, list(routing.escalation))
+            await deliver_all(await store.pending_notifications(event.payload.alert_id))
 
     subscribe(broker, settings, "alerts", settings.topic(ALERTS), on_alert_event)
 
@@ -168,8 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         while True:
             await asyncio.sleep(settings.notification_retry_s)
             try:
-                for note in await store.pending_notifications(failed_only=True):
-                    await deliver(note)
+                await deliver_all(await store.pending_notifications(failed_only=True))
             except Exception:
                 log.exception("notification retry pass failed")
 
@@ -205,10 +221,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 payload=AlertEscalatedPayload(alert_id=alert["alert_id"], tier=tier, reason=reason),
             )
             await publish_events(broker, settings.topic(ALERTS), [event])
-            if await store.escalate(event, settings.escalation_recipients):
+            if await store.escalate(event, list(routing.escalation)):
                 ESCALATIONS.labels(alert["severity"]).inc()
-                for note in await store.pending_notifications(alert["alert_id"]):
-                    await deliver(note)
+                await deliver_all(await store.pending_notifications(alert["alert_id"]))
         record_open_alerts(open_alerts, now)
 
     async def escalation_loop() -> None:

@@ -98,6 +98,7 @@ notifications = Table(
     Column("last_error", Text),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("sent_at", UtcDateTime()),
+    Column("next_attempt_at", UtcDateTime()),
     Index("ix_notifications_status", "status"),
 )
 

@@ -3,6 +3,7 @@
 from email.message import EmailMessage
 
 import aiosmtplib
+import httpx
 
 from shared.settings import Settings
 
@@ -40,3 +41,38 @@ async def send_email(settings: Settings, message: EmailMessage) -> None:
         start_tls=settings.smtp_starttls,
         timeout=settings.smtp_timeout_s,
     )
+
+
+def webhook_payload(alert: dict, state: str, slack: bool) -> dict:
+    """The JSON a webhook receives: the alert's fields, or for Slack a `text` message."""
+    if slack:
+        escalated = "ESCALATED, NOT ACKNOWLEDGED: " if state.startswith("escalated") else ""
+        return {
+            "text": f"[{alert['severity'].upper()}] {escalated}{alert['title']} "
+            f"(subject {alert['subject_id']}, site {alert['site_id']}, rule {alert['rule_id']})"
+        }
+    fields = (
+        "alert_id",
+        "study_id",
+        "site_id",
+        "subject_id",
+        "rule_id",
+        "severity",
+        "status",
+        "title",
+        "detail",
+        "raised_at",
+        "due_at",
+    )
+    return {"event": state} | {
+        key: str(alert[key]) if alert[key] is not None else None for key in fields
+    }
+
+
+async def send_webhook(settings: Settings, url: str, payload: dict, notification_id: str) -> None:
+    """POST the payload; anything but a 2xx answer is a failure to try again later."""
+    async with httpx.AsyncClient(timeout=settings.webhook_timeout_s) as client:
+        response = await client.post(
+            url, json=payload, headers={"Idempotency-Key": notification_id}
+        )
+    response.raise_for_status()

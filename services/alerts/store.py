@@ -2,6 +2,7 @@
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -15,6 +16,7 @@ from services.alerts.domain import (
     after_notified,
     after_resolved,
 )
+from services.alerts.routing import Recipient
 from shared.events import (
     SEVERITY_RANK,
     AlertAcknowledged,
@@ -38,6 +40,7 @@ class PendingNotification:
     recipient: str
     attempts: int
     alert_state: str = "raised"  # the state change it announces: raised, escalated-1, ...
+    channel: str = EMAIL
 
 
 class AlertNotFound(LookupError):
@@ -53,7 +56,7 @@ class AlertStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def record_raised(self, event: AlertRaised, recipients: list[str]) -> bool:
+    async def record_raised(self, event: AlertRaised, recipients: list[Recipient]) -> bool:
         """Store a raised alert and queue one email per recipient, all or nothing.
         Returns False when the alert was already stored (a redelivery)."""
         p = event.payload
@@ -79,11 +82,11 @@ class AlertStore:
             if stored.rowcount == 0:
                 return False
             await self._append_event(conn, event, p.alert_id, actor=None)
-            await self._queue_emails(conn, p.alert_id, AlertStatus.RAISED.value, recipients)
+            await self._queue(conn, p.alert_id, AlertStatus.RAISED.value, recipients)
         return True
 
-    async def _queue_emails(
-        self, conn: AsyncConnection, alert_id: uuid.UUID, state: str, recipients: list[str]
+    async def _queue(
+        self, conn: AsyncConnection, alert_id: uuid.UUID, state: str, recipients: list[Recipient]
     ) -> None:
         """One notification per recipient per alert state change: the id says which, so a
         redelivered event or a restart queues nothing twice."""
@@ -91,12 +94,12 @@ class AlertStore:
             await conn.execute(
                 _insert_ignoring_duplicates(conn, notifications).values(
                     notification_id=derive_id(
-                        "notification", str(alert_id), state, EMAIL, recipient
+                        "notification", str(alert_id), state, recipient.channel, recipient.to
                     ),
                     alert_id=alert_id,
                     alert_state=state,
-                    channel=EMAIL,
-                    recipient=recipient,
+                    channel=recipient.channel,
+                    recipient=recipient.to,
                     status="pending",
                     attempts=0,
                     created_at=utc_now(),
@@ -125,7 +128,7 @@ class AlertStore:
             await self._append_event(conn, event, p.alert_id, actor=p.resolved_by)
             return dict((await self._lock_alert(conn, p.alert_id))._mapping)
 
-    async def escalate(self, event: AlertEscalated, recipients: list[str]) -> bool:
+    async def escalate(self, event: AlertEscalated, recipients: list[Recipient]) -> bool:
         """Raise an open alert to the event's tier and queue its emails; False when that tier
         was already reached or the alert is no longer open."""
         p = event.payload
@@ -140,7 +143,7 @@ class AlertStore:
                 .values(escalation_tier=p.tier, updated_at=utc_now())
             )
             await self._append_event(conn, event, p.alert_id, actor=None)
-            await self._queue_emails(conn, p.alert_id, f"escalated-{p.tier}", recipients)
+            await self._queue(conn, p.alert_id, f"escalated-{p.tier}", recipients)
             return True
 
     async def open_alerts(self) -> list[dict]:
@@ -203,13 +206,15 @@ class AlertStore:
         is being sent by the consumer that stored it (or is redelivered with its message)."""
         wanted = ("failed",) if failed_only else ("pending", "failed")
         query = select(notifications).where(notifications.c.status.in_(wanted))
+        if failed_only:  # only those whose backoff has run out
+            query = query.where(notifications.c.next_attempt_at <= utc_now())
         if alert_id is not None:
             query = query.where(notifications.c.alert_id == alert_id)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query.order_by(notifications.c.created_at))).all()
         return [
             PendingNotification(
-                r.notification_id, r.alert_id, r.recipient, r.attempts, r.alert_state
+                r.notification_id, r.alert_id, r.recipient, r.attempts, r.alert_state, r.channel
             )
             for r in rows
         ]
@@ -238,14 +243,22 @@ class AlertStore:
             )
             return released.rowcount
 
-    async def mark_notification(self, note: PendingNotification, error: str | None) -> None:
+    async def mark_notification(
+        self, note: PendingNotification, error: str | None, backoff_s: float = 15.0
+    ) -> None:
+        """Record a delivery attempt. A failure is tried again after a backoff that doubles with
+        every attempt (capped at an hour), and abandoned after MAX_ATTEMPTS."""
         async with self.engine.begin() as conn:
             attempts = note.attempts + 1
             values: dict = {"attempts": attempts, "last_error": error}
             if error is None:
                 values |= {"status": "sent", "sent_at": utc_now()}
             else:
-                values |= {"status": "abandoned" if attempts >= MAX_ATTEMPTS else "failed"}
+                wait = min(backoff_s * 2 ** (attempts - 1), 3600.0)
+                values |= {
+                    "status": "abandoned" if attempts >= MAX_ATTEMPTS else "failed",
+                    "next_attempt_at": utc_now() + timedelta(seconds=wait),
+                }
             await conn.execute(
                 update(notifications)
                 .where(notifications.c.notification_id == note.notification_id)

@@ -1,8 +1,12 @@
 """The alert service on PostgreSQL and the real broker: stored once, emailed once, acknowledged."""
 
 import asyncio
+import json
+import threading
 import uuid
 from collections.abc import AsyncIterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -10,6 +14,7 @@ from sqlalchemy import func, select
 from services.alerts.app import create_app
 from services.alerts.db import alerts, create_engine, notifications, upgrade_schema
 from services.alerts.domain import TransitionError
+from services.alerts.routing import Recipient
 from services.alerts.store import AlertStore
 from services.common.net import free_port
 from services.ctcae_grader.domain import assess
@@ -21,7 +26,10 @@ from tests.support import events_of, eventually, produce_events, read_topic, run
 from tests.unit.factories import ae, lab
 
 pytestmark = pytest.mark.integration
-RECIPIENTS = ["desk@example.org", "physician@example.org"]
+RECIPIENTS = [
+    Recipient(channel="email", to="desk@example.org"),
+    Recipient(channel="email", to="physician@example.org"),
+]
 
 
 def raised(event=None) -> AlertRaised:
@@ -259,3 +267,89 @@ async def test_resolving_closes_the_alert_once_and_is_logged(
 async def _status(client, path: str) -> str | None:
     response = await client.get(path)
     return response.json()["status"] if response.status_code == 200 else None
+
+
+class FlakyWebhook:
+    """A webhook endpoint on 127.0.0.1 that answers 500 to its first `failures` posts."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.posts, self.accepted = failures, 0, []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                hook.posts += 1
+                ok = hook.posts > hook.failures
+                if ok:
+                    hook.accepted.append((self.headers["Idempotency-Key"], body))
+                self.send_response(200 if ok else 500)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+async def test_a_webhook_failing_twice_gets_exactly_one_delivery_and_email_is_not_held_up(
+    escalating: tuple[Settings, SmtpSink], tmp_path: Path
+) -> None:
+    settings, sink = escalating
+    hook = FlakyWebhook(failures=2)
+    routes = tmp_path / "routing.yaml"
+    routes.write_text(
+        "routes:\n  - recipients:\n"
+        "      - {channel: email, to: desk@example.org}\n"
+        f"      - {{channel: webhook, to: '{hook.url}'}}\n"
+    )
+    settings = settings.model_copy(
+        update={
+            "routing_file": str(routes),
+            "notification_retry_s": 0.2,
+            "escalation_minutes": {},
+        }
+    )
+    alert = raised(lab("ANC", 0.8, source_message_id="hook-1"))
+    try:
+        async with running(create_app(settings)) as client:
+            await produce_events(
+                settings.kafka_bootstrap_servers, settings.topic(ALERTS), [alert, alert]
+            )  # and a redelivery
+            assert await eventually(lambda: messages_about(sink, alert, "desk@example.org"), 5)
+            assert await eventually(lambda: hook.accepted, 15)
+            await asyncio.sleep(1.5)  # time for a duplicate, if one were sent
+            detail = (await client.get(f"/v1/alerts/{alert.payload.alert_id}")).json()
+    finally:
+        hook.stop()
+    assert hook.posts == 3 and len(hook.accepted) == 1
+    ((key, body),) = hook.accepted
+    assert key  # an Idempotency-Key lets the receiver drop a resend
+    assert body["alert_id"] == str(alert.payload.alert_id) and body["event"] == "raised"
+    webhook = next(n for n in detail["notifications"] if n["channel"] == "webhook")
+    assert (webhook["status"], webhook["attempts"]) == ("sent", 3)
+    assert len(messages_about(sink, alert, "desk@example.org")) == 1
+
+
+async def test_a_restart_midway_sends_nothing_twice(
+    escalating: tuple[Settings, SmtpSink],
+) -> None:
+    settings, sink = escalating
+    first, second = (raised(lab("ANC", v, source_message_id=f"restart-{v}")) for v in (0.45, 0.35))
+    boot = settings.kafka_bootstrap_servers
+    async with running(create_app(settings)):
+        await produce_events(boot, settings.topic(ALERTS), [first])
+        assert await eventually(lambda: messages_about(sink, first, "monitor@example.org"), 10)
+    # A new process: the same log, the same database; the first alert was emailed and escalated.
+    async with running(create_app(settings)):
+        await produce_events(boot, settings.topic(ALERTS), [second, first])  # first redelivered
+        assert await eventually(lambda: messages_about(sink, second, "monitor@example.org"), 10)
+        await asyncio.sleep(1.5)
+    for alert in (first, second):
+        assert len(messages_about(sink, alert, "desk@example.org")) == 1
+        assert len(messages_about(sink, alert, "monitor@example.org")) == 1

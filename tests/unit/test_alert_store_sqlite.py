@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from services.alerts.db import create_engine, upgrade_schema
+from services.alerts.routing import Recipient
 from services.alerts.store import AlertStore
 from services.ctcae_grader.domain import assess
 from tests.unit.factories import ae
@@ -21,7 +22,7 @@ async def test_a_deadline_written_with_an_offset_reads_back_as_the_same_instant(
     try:
         store = AlertStore(engine)
         alert, *_ = assess(ae(site_aware_at=datetime(2025, 5, 10, 18, 0, tzinfo=CHINA))).alerts
-        await store.record_raised(alert, ["desk@example.org"])
+        await store.record_raised(alert, [Recipient(channel="email", to="desk@example.org")])
         stored = await store.get(alert.payload.alert_id)
     finally:
         await engine.dispose()
