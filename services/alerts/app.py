@@ -31,6 +31,7 @@ from services.alerts.store import (
     AlertStore,
     PendingNotification,
 )
+from services.alerts.timeline import timeline
 from services.common.consumer import RejectedEvent, subscribe
 from services.common.http import add_operational_routes, configure_logging
 from shared.events import (
@@ -42,11 +43,13 @@ from shared.events import (
     AlertResolved,
     AlertResolvedPayload,
     Envelope,
+    EventDecodeError,
     EventRetracted,
     Source,
+    decode_event,
     utc_now,
 )
-from shared.kafka import broker_running, make_broker, publish_events
+from shared.kafka import broker_running, make_broker, publish_events, read_subject_events
 from shared.metrics import (
     ALERTS_STORED,
     ESCALATIONS,
@@ -55,7 +58,7 @@ from shared.metrics import (
     OVERDUE_ALERTS,
 )
 from shared.settings import Settings, get_settings
-from shared.topics import ALERTS
+from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +280,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return await store.get(alert_id)
         except AlertNotFound as error:
             raise HTTPException(404, f"no alert {alert_id}") from error
+
+    @app.get("/v1/subjects/{subject_id}/timeline")
+    async def subject_timeline(subject_id: str) -> list[dict]:
+        """Labs with grades, adverse events, doses, dose decisions, signals and alerts of one
+        subject, oldest first, read from the event log and the alert store."""
+        records = []
+        for name in (CLINICAL_EVENTS, ASSESSMENTS):
+            records += await read_subject_events(settings, settings.topic(name), subject_id)
+        events = []
+        for raw in records:
+            with contextlib.suppress(EventDecodeError):  # poison sits in the dead letters
+                events.append(decode_event(raw))
+        alerts_of_subject = await store.list_alerts(open_only=False, subject_id=subject_id)
+        if not events and not alerts_of_subject:
+            raise HTTPException(404, f"no events for subject {subject_id}")
+        return timeline(events, alerts_of_subject)
 
     @app.post("/v1/alerts/{alert_id}/resolve", response_model=AlertOut)
     async def resolve(alert_id: uuid.UUID, body: Annotated[ResolutionIn, Body()]) -> dict:

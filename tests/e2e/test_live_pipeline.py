@@ -168,6 +168,21 @@ async def test_a_corrected_result_retracts_the_alert_it_raised(pipeline: Pipelin
     assert await eventually(retracted, 10.0), "the alert was not retracted within 10 s"
 
 
+async def test_the_subject_timeline_shows_the_lab_its_grade_the_decision_and_the_alert(
+    pipeline: Pipeline,
+) -> None:
+    url = f"{pipeline.urls['alerts']}/v1/subjects/GZ01-101/timeline"
+    async with httpx.AsyncClient() as client:
+        items = (await client.get(url)).json()
+        missing = await client.get(f"{pipeline.urls['alerts']}/v1/subjects/NOBODY-1/timeline")
+    kinds = [item["kind"] for item in items]
+    assert {"lab", "dose decision", "alert"} <= set(kinds)
+    (lab,) = [item for item in items if item["kind"] == "lab"]
+    assert lab["text"] == "ANC 0.9 x10^9/L" and lab["visit"] == "C2D1"
+    assert lab["grades"] == ["Neutrophil count decreased grade 3"]
+    assert missing.status_code == 404
+
+
 async def test_services_shut_down_cleanly_on_sigterm(pipeline: Pipeline) -> None:
     started = time.monotonic()
     exit_codes = await asyncio.to_thread(pipeline.services.stop)
