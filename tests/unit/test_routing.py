@@ -81,3 +81,10 @@ def test_a_broken_routing_file_is_refused_naming_the_field(
     with pytest.raises(RoutingError, match=r"routing\.yaml") as error:
         routing_from(tmp_path, text)
     assert message in str(error.value)
+
+
+def test_the_example_routing_file_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "routing.example.yaml"
+    routing = load_routing(Settings(ROUTING_FILE=str(example)))
+    channels = {r.channel for r in routing.recipients_for("critical", "GZ01", "AE-SAE")}
+    assert channels == {"email", "slack", "webhook"}
