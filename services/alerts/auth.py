@@ -153,13 +153,14 @@ class UserDirectory:
         self._tokens = [(h, a.user) for a in self._accounts.values() for h in a.token_hashes]
         # A missing user costs one argon2 verify too, against a hash made with the parameters
         # the directory's own hashes use, so the time taken does not tell which ids exist.
-        params = {repr(p): p for p in map(extract_parameters, self._hashes())}
-        usual = Counter(repr(extract_parameters(h)) for h in self._hashes()).most_common(1)
-        hasher = PasswordHasher.from_parameters(params[usual[0][0]]) if usual else _PASSWORDS
+        params = [extract_parameters(a.password_hash) for a in self._accounts.values()]
+        counts = Counter(map(repr, params))
+        hasher = (
+            PasswordHasher.from_parameters(max(params, key=lambda p: counts[repr(p)]))
+            if params
+            else _PASSWORDS
+        )
         self._dummy_hash = hasher.hash(secrets.token_urlsafe(16))
-
-    def _hashes(self) -> list[str]:
-        return [a.password_hash for a in self._accounts.values()]
 
     @classmethod
     def load(cls, path: str | Path) -> "UserDirectory":
