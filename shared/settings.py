@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     # Site reference ranges for results sent without LLN/ULN (CSV; default: the shipped table).
     reference_ranges_file: str | None = Field(None, validation_alias="REFERENCE_RANGES_FILE")
 
+    # Users of the safety desk (YAML: roles, argon2 password hashes, token hashes) and the key
+    # that signs their web sessions: both required by the alert service.
+    users_file: str | None = Field(None, validation_alias="USERS_FILE")
+    session_secret: SecretStr = Field(SecretStr(""), validation_alias="SESSION_SECRET")
+    session_cookie_secure: bool = Field(True, validation_alias="SESSION_COOKIE_SECURE")
+
     # Routes of alerts to recipients and channels (YAML); default: the addresses below.
     routing_file: str | None = Field(None, validation_alias="ROUTING_FILE")
     webhook_timeout_s: float = Field(5.0, gt=0, validation_alias="WEBHOOK_TIMEOUT_S")

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from shared.settings import Settings
+from tests.support import USERS_FILE
 
 
 def _reachable(host_port: str) -> bool:
@@ -70,4 +71,7 @@ def settings(kafka_bootstrap: str, database_url: str, namespace: str) -> Setting
         TOPIC_PARTITIONS=3,
         ALERT_EMAIL_RECIPIENTS="desk@example.org,physician@example.org",
         SMTP_PORT=1,  # replaced by tests that run a mail sink
+        USERS_FILE=USERS_FILE,
+        SESSION_SECRET="test-session-secret-" + uuid.uuid4().hex,
+        SESSION_COOKIE_SECURE=False,
     )

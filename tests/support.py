@@ -4,6 +4,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -14,11 +15,16 @@ from shared.events import Envelope, decode_event, encode_event
 
 
 @asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """The app started as a server would start it (lifespan: broker, consumers), with a client."""
+async def running(
+    app: FastAPI, headers: dict[str, str] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app started as a server would start it (lifespan: broker, consumers), with a client
+    sending `headers` (e.g. a user's bearer token) on every request."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://app", headers=headers
+        ) as client:
             yield client
 
 
@@ -78,3 +84,11 @@ async def eventually(check: Callable[[], object], timeout_s: float = 10.0) -> ob
         if result or time.monotonic() > deadline:
             return result
         await asyncio.sleep(0.1)
+
+
+# The published throwaway tokens of deploy/users.example.yaml (local use and tests only).
+USERS_FILE = str(Path(__file__).resolve().parents[1] / "deploy" / "users.example.yaml")
+PHYSICIAN = {"Authorization": "Bearer local-only-token-safety-physician-01-not-for-production"}
+PHYSICIAN_2 = {"Authorization": "Bearer local-only-token-safety-physician-02-not-for-production"}
+VIEWER = {"Authorization": "Bearer local-only-token-viewer-01-not-for-production"}
+SITE_GZ01 = {"Authorization": "Bearer local-only-token-site-user-gz01-not-for-production"}

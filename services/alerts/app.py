@@ -9,10 +9,22 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
+from services.alerts.audit import AuditLog
+from services.alerts.auth import (
+    SESSION_COOKIE,
+    Role,
+    Sessions,
+    User,
+    UserDirectory,
+    can_see,
+    require_role,
+    user_dependency,
+)
 from services.alerts.db import create_engine, upgrade_schema
 from services.alerts.domain import (
     AlertStatus,
@@ -90,9 +102,37 @@ class AlertDetailOut(AlertOut):
     notifications: list[dict]
 
 
-class ResolutionIn(BaseModel):
-    resolved_by: str = Field(min_length=1, max_length=200, description="user id, not a name")
+class CommentIn(BaseModel):
+    """Who acts is the signed-in user; the body says why."""
+
     comment: str = Field("", max_length=2000)
+
+
+class LoginIn(BaseModel):
+    user_id: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=1, max_length=500)
+
+
+def site_scope(user: User) -> str | None:
+    """The only site a user may see, or None for all."""
+    return user.site_id if user.role is Role.SITE_USER else None
+
+
+def ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def lifecycle_fields(alert: dict, now: datetime, message_id: str) -> dict:
+    """Envelope fields of an event about `alert`, recorded now by the alert service."""
+    return {
+        "study_id": alert["study_id"],
+        "site_id": alert["site_id"],
+        "subject_id": alert["subject_id"],
+        "occurred_at": now,
+        "recorded_at": now,
+        "causation_id": alert["alert_id"],
+        "source": Source(system="safetymon-alerts", message_id=message_id),
+    }
 
 
 def record_open_alerts(open_alerts: list[dict], now: datetime) -> None:
@@ -105,17 +145,24 @@ def record_open_alerts(open_alerts: list[dict], now: datetime) -> None:
         )
 
 
-class AcknowledgementIn(BaseModel):
-    acknowledged_by: str = Field(min_length=1, max_length=200, description="user id, not a name")
-    comment: str = Field("", max_length=2000)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     broker = make_broker(settings, client_id="safetymon-alerts")
     engine = create_engine(settings.database_url)
     store = AlertStore(engine)
+    audit = AuditLog(engine)
+    if not settings.users_file:
+        raise RuntimeError(
+            "USERS_FILE is not set: the alert service needs its users and roles "
+            "(format: deploy/users.example.yaml)"
+        )
+    directory = UserDirectory.load(settings.users_file)  # UserFileError: no start
+    sessions = Sessions(directory, settings.session_secret.get_secret_value())
+    current_user = user_dependency(directory, sessions)
+    physician = require_role(
+        Role.SAFETY_PHYSICIAN, current_user=current_user, action="acknowledge or resolve alerts"
+    )
     routing = load_routing(settings)  # RoutingError: the service does not start
 
     async def send(note: PendingNotification) -> None:
@@ -268,21 +315,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/alerts", response_model=list[AlertOut])
     async def list_alerts(
+        request: Request,
+        user: Annotated[User, Depends(current_user)],
         status: Annotated[str, Query(pattern="^(open|all)$")] = "open",
         subject_id: str | None = None,
     ) -> list[dict]:
-        """Alerts, most severe first, then oldest first."""
-        return await store.list_alerts(open_only=status == "open", subject_id=subject_id)
+        """Alerts, most severe first, then oldest first (a site user sees their site's only)."""
+        found = await store.list_alerts(
+            open_only=status == "open", subject_id=subject_id, site_id=site_scope(user)
+        )
+        await audit.record(
+            user,
+            "alerts.list",
+            subject_id=subject_id,
+            client_ip=ip(request),
+            detail={"status": status, "count": len(found)},
+        )
+        return found
 
-    @app.get("/v1/alerts/{alert_id}", response_model=AlertDetailOut)
-    async def get_alert(alert_id: uuid.UUID) -> dict:
+    async def visible_alert(alert_id: uuid.UUID, user: User) -> dict:
         try:
-            return await store.get(alert_id)
+            alert = await store.get(alert_id)
         except AlertNotFound as error:
             raise HTTPException(404, f"no alert {alert_id}") from error
+        if not can_see(user, alert["site_id"]):
+            raise HTTPException(404, f"no alert {alert_id}")  # not even that it exists
+        return alert
+
+    @app.get("/v1/alerts/{alert_id}", response_model=AlertDetailOut)
+    async def get_alert(
+        alert_id: uuid.UUID, request: Request, user: Annotated[User, Depends(current_user)]
+    ) -> dict:
+        alert = await visible_alert(alert_id, user)
+        await audit.record(
+            user,
+            "alert.view",
+            target=str(alert_id),
+            subject_id=alert["subject_id"],
+            site_id=alert["site_id"],
+            client_ip=ip(request),
+        )
+        return alert
 
     @app.get("/v1/subjects/{subject_id}/timeline")
-    async def subject_timeline(subject_id: str) -> list[dict]:
+    async def subject_timeline(
+        subject_id: str, request: Request, user: Annotated[User, Depends(current_user)]
+    ) -> list[dict]:
         """Labs with grades, adverse events, doses, dose decisions, signals and alerts of one
         subject, oldest first, read from the event log and the alert store."""
         records = []
@@ -293,70 +371,124 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(EventDecodeError):  # poison sits in the dead letters
                 events.append(decode_event(raw))
         alerts_of_subject = await store.list_alerts(open_only=False, subject_id=subject_id)
-        if not events and not alerts_of_subject:
+        sites = {e.site_id for e in events} | {a["site_id"] for a in alerts_of_subject}
+        if not sites or not all(can_see(user, site) for site in sites):
             raise HTTPException(404, f"no events for subject {subject_id}")
+        await audit.record(
+            user,
+            "subject.timeline",
+            subject_id=subject_id,
+            site_id=min(sites),
+            client_ip=ip(request),
+        )
         return timeline(events, alerts_of_subject)
 
+    @app.get("/v1/audit")
+    async def audit_export(
+        user: Annotated[User, Depends(physician)],
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict]:
+        """The audit log (who viewed or did what, when, from where), oldest first."""
+        return await audit.export(since=since, until=until)
+
     @app.post("/v1/alerts/{alert_id}/resolve", response_model=AlertOut)
-    async def resolve(alert_id: uuid.UUID, body: Annotated[ResolutionIn, Body()]) -> dict:
-        """Close an alert, with who and why; recorded in the store and then the event log."""
-        try:
-            alert = await store.get(alert_id)
-        except AlertNotFound as error:
-            raise HTTPException(404, f"no alert {alert_id}") from error
+    async def resolve(
+        alert_id: uuid.UUID,
+        request: Request,
+        user: Annotated[User, Depends(physician)],
+        body: Annotated[CommentIn | None, Body()] = None,
+    ) -> dict:
+        """Close an alert, with why; recorded in the store and then the event log."""
+        body = body or CommentIn()
+        alert = await visible_alert(alert_id, user)
         now = utc_now()
         event = AlertResolved(
-            event_id=resolution_id(alert_id, body.resolved_by),
-            study_id=alert["study_id"],
-            site_id=alert["site_id"],
-            subject_id=alert["subject_id"],
-            occurred_at=now,
-            recorded_at=now,
-            causation_id=alert_id,
-            source=Source(system="safetymon-alerts", message_id=f"resolve-{alert_id}"),
-            payload=AlertResolvedPayload(alert_id=alert_id, **body.model_dump()),
+            **lifecycle_fields(alert, now, f"resolve-{alert_id}"),
+            event_id=resolution_id(alert_id, user.user_id),
+            payload=AlertResolvedPayload(
+                alert_id=alert_id, resolved_by=user.user_id, comment=body.comment
+            ),
         )
         try:
             resolved = await store.resolve(event)
         except TransitionError as error:
             raise HTTPException(409, str(error)) from error
-        try:
-            await publish_events(broker, settings.topic(ALERTS), [event])
-        except Exception as error:
-            log.exception("resolution of %s not in the event log yet", alert_id)
-            raise HTTPException(503, "event log unavailable: retry the resolution") from error
+        await audit.record(
+            user,
+            "alert.resolve",
+            target=str(alert_id),
+            subject_id=alert["subject_id"],
+            site_id=alert["site_id"],
+            client_ip=ip(request),
+            detail={"comment": body.comment},
+        )
+        await log_or_503(event, "resolution")
         return resolved
 
     @app.post("/v1/alerts/{alert_id}/acknowledge", response_model=AlertOut)
-    async def acknowledge(alert_id: uuid.UUID, body: Annotated[AcknowledgementIn, Body()]) -> dict:
+    async def acknowledge(
+        alert_id: uuid.UUID,
+        request: Request,
+        user: Annotated[User, Depends(physician)],
+        body: Annotated[CommentIn | None, Body()] = None,
+    ) -> dict:
         """Take responsibility for an open alert. Taken under a row lock, so of two physicians
         acknowledging at once one gets 409 naming the other; then recorded in the event log (a
         503 there is safe to retry: the same user's acknowledgement is the same event)."""
-        try:
-            alert = await store.get(alert_id)
-        except AlertNotFound as error:
-            raise HTTPException(404, f"no alert {alert_id}") from error
+        body = body or CommentIn()
+        alert = await visible_alert(alert_id, user)
         now = utc_now()
         event = AlertAcknowledged(
-            event_id=acknowledgement_id(alert_id, body.acknowledged_by),
-            study_id=alert["study_id"],
-            site_id=alert["site_id"],
-            subject_id=alert["subject_id"],
-            occurred_at=now,
-            recorded_at=now,
-            causation_id=alert["alert_id"],
-            source=Source(system="safetymon-alerts", message_id=f"ack-{alert_id}"),
-            payload=AlertAcknowledgedPayload(alert_id=alert_id, **body.model_dump()),
+            **lifecycle_fields(alert, now, f"ack-{alert_id}"),
+            event_id=acknowledgement_id(alert_id, user.user_id),
+            payload=AlertAcknowledgedPayload(
+                alert_id=alert_id, acknowledged_by=user.user_id, comment=body.comment
+            ),
         )
         try:
             acknowledged = await store.acknowledge(event)
         except TransitionError as error:
             raise HTTPException(409, str(error)) from error
+        await audit.record(
+            user,
+            "alert.acknowledge",
+            target=str(alert_id),
+            subject_id=alert["subject_id"],
+            site_id=alert["site_id"],
+            client_ip=ip(request),
+            detail={"comment": body.comment},
+        )
+        await log_or_503(event, "acknowledgement")
+        return acknowledged
+
+    async def log_or_503(event: Envelope, what: str) -> None:
         try:
             await publish_events(broker, settings.topic(ALERTS), [event])
         except Exception as error:
-            log.exception("acknowledgement of %s not in the event log yet", alert_id)
-            raise HTTPException(503, "event log unavailable: retry the acknowledgement") from error
-        return acknowledged
+            log.exception("%s %s not in the event log yet", what, event.event_id)
+            raise HTTPException(503, f"event log unavailable: retry the {what}") from error
+
+    @app.post("/auth/login")
+    async def login(request: Request, body: Annotated[LoginIn, Body()]) -> JSONResponse:
+        """Sign in for the web page: a session cookie (the API also takes bearer tokens)."""
+        user = await asyncio.to_thread(directory.authenticate_password, body.user_id, body.password)
+        if user is None:
+            raise HTTPException(401, "unknown user or wrong password")
+        await audit.record(user, "sign-in", client_ip=ip(request))
+        response = JSONResponse({"user_id": user.user_id, "role": user.role})
+        options = sessions.cookie_options() | {"secure": settings.session_cookie_secure}
+        response.set_cookie(SESSION_COOKIE, sessions.issue_session(user), **options)
+        return response
+
+    @app.post("/auth/logout")
+    async def logout() -> JSONResponse:
+        response = JSONResponse({"signed_out": True})
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    @app.get("/auth/me")
+    async def me(user: Annotated[User, Depends(current_user)]) -> dict:
+        return {"user_id": user.user_id, "role": user.role, "site_id": user.site_id}
 
     return app

@@ -303,7 +303,11 @@ class AlertStore:
         }
 
     async def list_alerts(
-        self, open_only: bool = True, subject_id: str | None = None, limit: int = 500
+        self,
+        open_only: bool = True,
+        subject_id: str | None = None,
+        limit: int = 500,
+        site_id: str | None = None,
     ) -> list[dict]:
         severity_order = case(
             {severity.value: rank for severity, rank in SEVERITY_RANK.items()},
@@ -314,6 +318,8 @@ class AlertStore:
             query = query.where(alerts.c.status.in_([s.value for s in OPEN_STATUSES]))
         if subject_id:
             query = query.where(alerts.c.subject_id == subject_id)
+        if site_id:
+            query = query.where(alerts.c.site_id == site_id)
         query = query.order_by(severity_order, alerts.c.raised_at).limit(limit)
         async with self.engine.connect() as conn:
             return [dict(r._mapping) for r in (await conn.execute(query)).all()]

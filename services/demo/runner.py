@@ -8,6 +8,7 @@ summary; stops everything it started.
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -30,6 +31,9 @@ from shared.events import EventDecodeError, decode_event
 from shared.topics import ALERTS, ASSESSMENTS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_USERS = REPO_ROOT / "deploy" / "users.example.yaml"
+# The published throwaway token of safety-physician-01 in that file (local use only).
+DEMO_PHYSICIAN = {"Authorization": "Bearer local-only-token-safety-physician-01-not-for-production"}
 WORK_DIR = REPO_ROOT / ".local" / "demo"
 BATCH_SIZE = 100
 SETTLE_TIMEOUT_S = 180.0
@@ -148,7 +152,9 @@ class AlertFeed:
 
     async def poll(self) -> None:
         for alert_id in sorted(self.tally.alert_ids - self.notified):
-            response = await self.client.get(f"{self.url}/v1/alerts/{alert_id}")
+            response = await self.client.get(
+                f"{self.url}/v1/alerts/{alert_id}", headers=DEMO_PHYSICIAN
+            )
             if response.status_code != 200:
                 continue  # raised, not stored yet
             alert = response.json()
@@ -228,7 +234,8 @@ async def acknowledge_first_critical(client: httpx.AsyncClient, url: str, feed: 
     alert = critical[0]
     response = await client.post(
         f"{url}/v1/alerts/{alert['alert_id']}/acknowledge",
-        json={"acknowledged_by": "safety-physician-01", "comment": "Site contacted; SAE form due."},
+        json={"comment": "Site contacted; SAE form due."},
+        headers=DEMO_PHYSICIAN,
     )
     state = response.json().get("status") if response.status_code == 200 else response.text
     console.print(f"acknowledged '{alert['title']}' as safety-physician-01 -> {state}")
@@ -259,6 +266,10 @@ async def run(subjects: int, cycles: int, seed: int) -> int:
             "INGEST_PORT": str(ports["ingest"]),
             "GRADER_PORT": str(ports["grader"]),
             "ALERTS_PORT": str(ports["alerts"]),
+            # The demo's users: the published local-only example file, a fresh session key.
+            "USERS_FILE": os.environ.get("USERS_FILE", str(DEMO_USERS)),
+            "SESSION_SECRET": os.environ.get("SESSION_SECRET", secrets.token_urlsafe(48)),
+            "SESSION_COOKIE_SECURE": "false",
             "LOG_LEVEL": "WARNING",
         }
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}

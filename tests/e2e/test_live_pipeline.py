@@ -19,7 +19,7 @@ from services.alerts.db import alerts, create_engine
 from services.common.net import free_port
 from services.demo.processes import Services
 from services.demo.smtp_sink import SmtpSink
-from tests.support import eventually
+from tests.support import PHYSICIAN, USERS_FILE, eventually
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
@@ -48,6 +48,8 @@ async def pipeline(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Pip
         "INGEST_PORT": str(ports["ingest"]),
         "GRADER_PORT": str(ports["grader"]),
         "ALERTS_PORT": str(ports["alerts"]),
+        "USERS_FILE": USERS_FILE,
+        "SESSION_SECRET": "e2e-session-secret-" + "x" * 32,
     }
     services = Services(env, ARTIFACTS)
     services.start()
@@ -172,7 +174,7 @@ async def test_the_subject_timeline_shows_the_lab_its_grade_the_decision_and_the
     pipeline: Pipeline,
 ) -> None:
     url = f"{pipeline.urls['alerts']}/v1/subjects/GZ01-101/timeline"
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=PHYSICIAN) as client:
         items = (await client.get(url)).json()
         missing = await client.get(f"{pipeline.urls['alerts']}/v1/subjects/NOBODY-1/timeline")
     kinds = [item["kind"] for item in items]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -22,7 +23,17 @@ from services.demo.smtp_sink import SmtpSink
 from shared.events import AlertAcknowledged, AlertAcknowledgedPayload, AlertRaised, Source
 from shared.settings import Settings
 from shared.topics import ALERTS
-from tests.support import events_of, eventually, produce_events, read_topic, running
+from tests.support import (
+    PHYSICIAN,
+    PHYSICIAN_2,
+    SITE_GZ01,
+    VIEWER,
+    events_of,
+    eventually,
+    produce_events,
+    read_topic,
+    running,
+)
 from tests.unit.factories import ae, lab
 
 pytestmark = pytest.mark.integration
@@ -108,7 +119,7 @@ async def test_the_service_stores_emails_and_acknowledges_once(settings: Setting
     alert = raised(lab("ANC", 0.6, source_message_id="svc-1"))
     boot = settings.kafka_bootstrap_servers
     try:
-        async with running(create_app(settings)) as client:
+        async with running(create_app(settings), PHYSICIAN) as client:
             await produce_events(boot, settings.topic(ALERTS), [alert, alert])  # redelivered
             assert await eventually(
                 lambda: any(
@@ -117,11 +128,9 @@ async def test_the_service_stores_emails_and_acknowledges_once(settings: Setting
             )
             listed = (await client.get("/v1/alerts")).json()
             path = f"/v1/alerts/{alert.payload.alert_id}/acknowledge"
-            taken = await client.post(path, json={"acknowledged_by": "physician-7"})
-            again = await client.post(path, json={"acknowledged_by": "physician-8"})
-            missing = await client.post(
-                f"/v1/alerts/{'0' * 32}/acknowledge", json={"acknowledged_by": "x"}
-            )
+            taken = await client.post(path, json={"comment": "on it"})
+            again = await client.post(path, json={}, headers=PHYSICIAN_2)
+            missing = await client.post(f"/v1/alerts/{'0' * 32}/acknowledge", json={})
             detail = (await client.get(f"/v1/alerts/{alert.payload.alert_id}")).json()
             await asyncio.sleep(1.0)  # time for a duplicate email to arrive, if one were sent
     finally:
@@ -135,7 +144,7 @@ async def test_the_service_stores_emails_and_acknowledges_once(settings: Setting
     assert "GZ01-005" in email["Subject"] and "hold" in email["Subject"]
     assert str(alert.payload.alert_id) in [a["alert_id"] for a in listed]
     assert taken.status_code == 200 and taken.json()["status"] == "acknowledged"
-    assert again.status_code == 409 and "physician-7" in again.json()["detail"]
+    assert again.status_code == 409 and "safety-physician-01" in again.json()["detail"]
     assert missing.status_code == 404
     assert detail["notifications"][0]["status"] == "sent"
     logged = await read_topic(boot, settings.topic(ALERTS), lambda r: len(r) >= 3)
@@ -156,7 +165,7 @@ async def test_an_email_that_failed_is_recorded_and_sent_when_the_server_is_back
     )
     alert = raised(lab("ANC", 0.5, source_message_id="svc-retry"))
     path = f"/v1/alerts/{alert.payload.alert_id}"
-    async with running(create_app(settings)) as client:
+    async with running(create_app(settings), PHYSICIAN) as client:
         await produce_events(settings.kafka_bootstrap_servers, settings.topic(ALERTS), [alert])
 
         async def delivery() -> dict | None:
@@ -214,7 +223,7 @@ async def test_an_unacknowledged_critical_alert_escalates_once_at_its_limit(
     settings, sink = escalating
     alert = raised(lab("ANC", 0.4, source_message_id="esc-1"))  # grade 4 on day 1: critical
     assert alert.payload.severity.value == "critical"
-    async with running(create_app(settings)) as client:
+    async with running(create_app(settings), PHYSICIAN) as client:
         await produce_events(settings.kafka_bootstrap_servers, settings.topic(ALERTS), [alert])
         assert await eventually(lambda: messages_about(sink, alert, "monitor@example.org"), 10)
         await asyncio.sleep(2.0)  # more than another limit: it must not escalate again
@@ -231,13 +240,10 @@ async def test_an_acknowledged_alert_does_not_escalate(
 ) -> None:
     settings, sink = escalating
     alert = raised(lab("ANC", 0.3, source_message_id="esc-2"))
-    async with running(create_app(settings)) as client:
+    async with running(create_app(settings), PHYSICIAN) as client:
         await produce_events(settings.kafka_bootstrap_servers, settings.topic(ALERTS), [alert])
         assert await eventually(lambda: messages_about(sink, alert, "desk@example.org"), 10)
-        taken = await client.post(
-            f"/v1/alerts/{alert.payload.alert_id}/acknowledge",
-            json={"acknowledged_by": "physician-7"},
-        )
+        taken = await client.post(f"/v1/alerts/{alert.payload.alert_id}/acknowledge", json={})
         await asyncio.sleep(2.5)
     assert taken.status_code == 200
     assert messages_about(sink, alert, "monitor@example.org") == []
@@ -249,14 +255,12 @@ async def test_resolving_closes_the_alert_once_and_is_logged(
     settings, _ = escalating
     alert = raised(lab("ANC", 1.2, source_message_id="resolve-1"))
     boot = settings.kafka_bootstrap_servers
-    async with running(create_app(settings)) as client:
+    async with running(create_app(settings), PHYSICIAN) as client:
         await produce_events(boot, settings.topic(ALERTS), [alert])
         path = f"/v1/alerts/{alert.payload.alert_id}"
         assert await eventually(lambda: _status(client, path), 10)
-        closed = await client.post(
-            f"{path}/resolve", json={"resolved_by": "physician-7", "comment": "counts recovered"}
-        )
-        again = await client.post(f"{path}/resolve", json={"resolved_by": "physician-8"})
+        closed = await client.post(f"{path}/resolve", json={"comment": "counts recovered"})
+        again = await client.post(f"{path}/resolve", json={}, headers=PHYSICIAN_2)
     assert closed.status_code == 200 and closed.json()["status"] == "resolved"
     assert closed.json()["resolution_comment"] == "counts recovered"
     assert again.status_code == 409
@@ -264,8 +268,8 @@ async def test_resolving_closes_the_alert_once_and_is_logged(
     assert "AlertResolved" in [e.event_type for e in events_of(logged)]
 
 
-async def _status(client, path: str) -> str | None:
-    response = await client.get(path)
+async def _status(client: httpx.AsyncClient, path: str, headers: dict | None = None) -> str | None:
+    response = await client.get(path, headers=headers)
     return response.json()["status"] if response.status_code == 200 else None
 
 
@@ -317,7 +321,7 @@ async def test_a_webhook_failing_twice_gets_exactly_one_delivery_and_email_is_no
     )
     alert = raised(lab("ANC", 0.8, source_message_id="hook-1"))
     try:
-        async with running(create_app(settings)) as client:
+        async with running(create_app(settings), PHYSICIAN) as client:
             await produce_events(
                 settings.kafka_bootstrap_servers, settings.topic(ALERTS), [alert, alert]
             )  # and a redelivery
@@ -353,3 +357,49 @@ async def test_a_restart_midway_sends_nothing_twice(
     for alert in (first, second):
         assert len(messages_about(sink, alert, "desk@example.org")) == 1
         assert len(messages_about(sink, alert, "monitor@example.org")) == 1
+
+
+async def test_access_is_by_role_and_site_and_every_view_and_action_is_audited(
+    settings: Settings,
+) -> None:
+    gz01 = raised(lab("ANC", 0.6, source_message_id="access-gz01"))
+    sh02 = raised(
+        lab("ANC", 0.6, subject_id="SH02-002", site_id="SH02", source_message_id="access-sh02")
+    )
+    async with running(create_app(settings)) as client:
+        await produce_events(settings.kafka_bootstrap_servers, settings.topic(ALERTS), [gz01, sh02])
+        assert await eventually(
+            lambda: _status(client, f"/v1/alerts/{sh02.payload.alert_id}", PHYSICIAN), 10
+        )
+        anonymous = await client.get("/v1/alerts")
+        viewer_ack = await client.post(
+            f"/v1/alerts/{gz01.payload.alert_id}/acknowledge", json={}, headers=VIEWER
+        )
+        site_list = await client.get("/v1/alerts?status=all", headers=SITE_GZ01)
+        site_other = await client.get(f"/v1/alerts/{sh02.payload.alert_id}", headers=SITE_GZ01)
+        site_own = await client.get(f"/v1/alerts/{gz01.payload.alert_id}", headers=SITE_GZ01)
+        site_ack = await client.post(
+            f"/v1/alerts/{gz01.payload.alert_id}/acknowledge", json={}, headers=SITE_GZ01
+        )
+        signed_in = await client.post(
+            "/auth/login", json={"user_id": "viewer-01", "password": "local-viewer-pass"}
+        )
+        me = await client.get("/auth/me")  # with the session cookie just set
+        wrong = await client.post("/auth/login", json={"user_id": "viewer-01", "password": "x"})
+        client.cookies.clear()
+        audit = await client.get("/v1/audit", headers=PHYSICIAN)
+        viewer_audit = await client.get("/v1/audit", headers=VIEWER)
+
+    assert anonymous.status_code == 401 and "Bearer" in anonymous.headers["www-authenticate"]
+    assert viewer_ack.status_code == 403
+    assert "role viewer may not acknowledge" in viewer_ack.json()["detail"]
+    assert {a["site_id"] for a in site_list.json()} == {"GZ01"}
+    assert site_other.status_code == 404 and site_own.status_code == 200
+    assert site_ack.status_code == 403
+    assert signed_in.status_code == 200 and me.json()["user_id"] == "viewer-01"
+    assert wrong.status_code == 401
+    assert viewer_audit.status_code == 403
+    actions = {(row["user_id"], row["action"]) for row in audit.json()}
+    assert ("site-user-gz01", "alert.view") in actions
+    assert ("viewer-01", "sign-in") in actions
+    assert any(row["client_ip"] for row in audit.json())
