@@ -101,11 +101,13 @@ def test_the_example_file_is_valid_and_its_documented_credentials_work() -> None
     directory = UserDirectory.load(ROOT / "deploy" / "users.example.yaml")
     assert {(u.user_id, u.role, u.site_id) for u in directory.users()} == {
         ("safety-physician-01", Role.SAFETY_PHYSICIAN, None),
+        ("safety-physician-02", Role.SAFETY_PHYSICIAN, None),
         ("viewer-01", Role.VIEWER, None),
         ("site-user-gz01", Role.SITE_USER, "GZ01"),
     }
     for user_id, password in [
         ("safety-physician-01", "local-physician-pass"),
+        ("safety-physician-02", "local-physician-02-pass"),
         ("viewer-01", "local-viewer-pass"),
         ("site-user-gz01", "local-site-gz01-pass"),
     ]:
