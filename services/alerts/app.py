@@ -44,6 +44,7 @@ from services.alerts.store import (
     PendingNotification,
 )
 from services.alerts.timeline import timeline
+from services.alerts.web import desk_router
 from services.common.consumer import RejectedEvent, subscribe
 from services.common.http import add_operational_routes, configure_logging
 from shared.events import (
@@ -312,6 +313,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"kafka": await broker.ping(timeout=2.0), "database": database}
 
     add_operational_routes(app, "alerts", dependencies_ok)
+    app.include_router(desk_router(store))
 
     @app.get("/v1/alerts", response_model=list[AlertOut])
     async def list_alerts(
