@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
@@ -318,20 +318,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/alerts", response_model=list[AlertOut])
     async def list_alerts(
         request: Request,
+        response: Response,
         user: Annotated[User, Depends(current_user)],
         status: Annotated[str, Query(pattern="^(open|all)$")] = "open",
         subject_id: str | None = None,
+        site_id: str | None = None,
+        severity: Annotated[str | None, Query(pattern="^(critical|high|medium|low|info)$")] = None,
+        rule_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 500,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> list[dict]:
-        """Alerts, most severe first, then oldest first (a site user sees their site's only)."""
-        found = await store.list_alerts(
-            open_only=status == "open", subject_id=subject_id, site_id=site_scope(user)
-        )
+        """A page of alerts, most severe first, then oldest first, with the total matching in
+        the X-Total-Count header (a site user sees their own site's only)."""
+        scope = site_scope(user)
+        if scope is not None and site_id not in (None, scope):
+            return []  # another site: nothing, as if it had no alerts
+        filters = {
+            "open_only": status == "open",
+            "subject_id": subject_id,
+            "site_id": scope or site_id,
+            "severity": severity,
+            "rule_id": rule_id,
+        }
+        found = await store.list_alerts(**filters, limit=limit, offset=offset)
+        response.headers["X-Total-Count"] = str(await store.count_alerts(**filters))
         await audit.record(
             user,
             "alerts.list",
             subject_id=subject_id,
             client_ip=ip(request),
-            detail={"status": status, "count": len(found)},
+            detail={"filters": {k: v for k, v in filters.items() if v}, "count": len(found)},
         )
         return found
 

@@ -102,6 +102,23 @@ notifications = Table(
     Index("ix_notifications_status", "status"),
 )
 
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("attempt_id", Uuid, primary_key=True),
+    Column(
+        "notification_id",
+        Uuid,
+        ForeignKey("notifications.notification_id"),
+        nullable=False,
+        index=True,
+    ),
+    Column("attempt", Integer, nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("error", Text),
+)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 

@@ -4,11 +4,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.alerts.db import alert_events, alerts, notifications
+from services.alerts.db import alert_events, alerts, delivery_attempts, notifications
 from services.alerts.domain import (
     OPEN_STATUSES,
     AlertStatus,
@@ -264,6 +264,16 @@ class AlertStore:
                 .where(notifications.c.notification_id == note.notification_id)
                 .values(**values)
             )
+            await conn.execute(
+                insert(delivery_attempts).values(
+                    attempt_id=derive_id("attempt", str(note.notification_id), str(attempts)),
+                    notification_id=note.notification_id,
+                    attempt=attempts,
+                    at=utc_now(),
+                    outcome=values["status"],
+                    error=error,
+                )
+            )
             if error is None:
                 row = await self._lock_alert(conn, note.alert_id)
                 status = after_notified(AlertStatus(row.status))
@@ -288,6 +298,8 @@ class AlertStore:
             deliveries = (
                 await conn.execute(
                     select(
+                        notifications.c.notification_id,
+                        notifications.c.alert_state,
                         notifications.c.channel,
                         notifications.c.recipient,
                         notifications.c.status,
@@ -297,9 +309,30 @@ class AlertStore:
                     ).where(notifications.c.alert_id == alert_id)
                 )
             ).all()
+            tries = (
+                await conn.execute(
+                    select(delivery_attempts)
+                    .join(notifications)
+                    .where(notifications.c.alert_id == alert_id)
+                    .order_by(delivery_attempts.c.at)
+                )
+            ).all()
+        attempts_of: dict[uuid.UUID, list[dict]] = {}
+        for attempt in tries:
+            attempts_of.setdefault(attempt.notification_id, []).append(
+                {
+                    "attempt": attempt.attempt,
+                    "at": attempt.at,
+                    "outcome": attempt.outcome,
+                    "error": attempt.error,
+                }
+            )
         return dict(row._mapping) | {
             "history": [dict(h._mapping) for h in history],
-            "notifications": [dict(d._mapping) for d in deliveries],
+            "notifications": [
+                dict(d._mapping) | {"attempt_log": attempts_of.get(d.notification_id, [])}
+                for d in deliveries
+            ],
         }
 
     async def list_alerts(
@@ -308,21 +341,53 @@ class AlertStore:
         subject_id: str | None = None,
         limit: int = 500,
         site_id: str | None = None,
+        severity: str | None = None,
+        rule_id: str | None = None,
+        offset: int = 0,
     ) -> list[dict]:
+        """A page of alerts, most severe first, then oldest first."""
         severity_order = case(
             {severity.value: rank for severity, rank in SEVERITY_RANK.items()},
             value=alerts.c.severity,
         )
-        query = select(alerts)
+        query = self._filtered(select(alerts), open_only, subject_id, site_id, severity, rule_id)
+        query = query.order_by(severity_order, alerts.c.raised_at, alerts.c.alert_id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.limit(limit).offset(offset))).all()
+            return [dict(r._mapping) for r in rows]
+
+    async def count_alerts(
+        self,
+        open_only: bool = True,
+        subject_id: str | None = None,
+        site_id: str | None = None,
+        severity: str | None = None,
+        rule_id: str | None = None,
+    ) -> int:
+        query = self._filtered(
+            select(func.count()).select_from(alerts),
+            open_only,
+            subject_id,
+            site_id,
+            severity,
+            rule_id,
+        )
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).scalar_one()
+
+    @staticmethod
+    def _filtered(query, open_only, subject_id, site_id, severity, rule_id):
         if open_only:
             query = query.where(alerts.c.status.in_([s.value for s in OPEN_STATUSES]))
-        if subject_id:
-            query = query.where(alerts.c.subject_id == subject_id)
-        if site_id:
-            query = query.where(alerts.c.site_id == site_id)
-        query = query.order_by(severity_order, alerts.c.raised_at).limit(limit)
-        async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+        for column, value in (
+            ("subject_id", subject_id),
+            ("site_id", site_id),
+            ("severity", severity),
+            ("rule_id", rule_id),
+        ):
+            if value:
+                query = query.where(alerts.c[column] == value)
+        return query
 
     async def _lock_alert(self, conn: AsyncConnection, alert_id: uuid.UUID, lock: bool = True):
         query = select(alerts).where(alerts.c.alert_id == alert_id)

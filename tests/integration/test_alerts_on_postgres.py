@@ -337,6 +337,8 @@ async def test_a_webhook_failing_twice_gets_exactly_one_delivery_and_email_is_no
     assert body["alert_id"] == str(alert.payload.alert_id) and body["event"] == "raised"
     webhook = next(n for n in detail["notifications"] if n["channel"] == "webhook")
     assert (webhook["status"], webhook["attempts"]) == ("sent", 3)
+    assert [a["outcome"] for a in webhook["attempt_log"]] == ["failed", "failed", "sent"]
+    assert "500" in webhook["attempt_log"][0]["error"]
     assert len(messages_about(sink, alert, "desk@example.org")) == 1
 
 
@@ -403,3 +405,34 @@ async def test_access_is_by_role_and_site_and_every_view_and_action_is_audited(
     assert ("site-user-gz01", "alert.view") in actions
     assert ("viewer-01", "sign-in") in actions
     assert any(row["client_ip"] for row in audit.json())
+
+
+async def test_alerts_are_paged_and_filtered_with_the_total_in_a_header(settings: Settings) -> None:
+    subject = "GZ01-077"
+    made = [
+        raised(lab("ANC", value, subject_id=subject, source_message_id=f"page-{value}"))
+        for value in (0.3, 0.7, 1.2)  # critical (grade 4), high, high
+    ]
+    async with running(create_app(settings), PHYSICIAN) as client:
+        await produce_events(settings.kafka_bootstrap_servers, settings.topic(ALERTS), made)
+
+        async def all_three() -> bool:
+            listed = await client.get("/v1/alerts", params={"subject_id": subject})
+            return listed.headers.get("X-Total-Count") == "3"
+
+        assert await eventually(all_three, 10)
+        first = await client.get("/v1/alerts", params={"subject_id": subject, "limit": 2})
+        rest = await client.get(
+            "/v1/alerts", params={"subject_id": subject, "limit": 2, "offset": 2}
+        )
+        critical = await client.get(
+            "/v1/alerts", params={"subject_id": subject, "severity": "critical"}
+        )
+        bad = await client.get("/v1/alerts", params={"severity": "urgent"})
+    assert first.headers["X-Total-Count"] == "3" and len(first.json()) == 2
+    assert first.json()[0]["severity"] == "critical"  # most severe first
+    assert len(rest.json()) == 1
+    ids = {a["alert_id"] for a in [*first.json(), *rest.json()]}
+    assert ids == {str(a.payload.alert_id) for a in made}
+    assert [a["severity"] for a in critical.json()] == ["critical"]
+    assert bad.status_code == 422
