@@ -380,6 +380,10 @@ async def test_access_is_by_role_and_site_and_every_view_and_action_is_audited(
         site_list = await client.get("/v1/alerts?status=all", headers=SITE_GZ01)
         site_other = await client.get(f"/v1/alerts/{sh02.payload.alert_id}", headers=SITE_GZ01)
         site_own = await client.get(f"/v1/alerts/{gz01.payload.alert_id}", headers=SITE_GZ01)
+        other_subject = await client.get("/v1/subjects/SH02-002/timeline", headers=SITE_GZ01)
+        other_subject_physician = await client.get(
+            "/v1/subjects/SH02-002/timeline", headers=PHYSICIAN
+        )
         site_ack = await client.post(
             f"/v1/alerts/{gz01.payload.alert_id}/acknowledge", json={}, headers=SITE_GZ01
         )
@@ -397,6 +401,8 @@ async def test_access_is_by_role_and_site_and_every_view_and_action_is_audited(
     assert "role viewer may not acknowledge" in viewer_ack.json()["detail"]
     assert {a["site_id"] for a in site_list.json()} == {"GZ01"}
     assert site_other.status_code == 404 and site_own.status_code == 200
+    assert other_subject.status_code == 404  # another site's subject: not even that it exists
+    assert other_subject_physician.status_code == 200
     assert site_ack.status_code == 403
     assert signed_in.status_code == 200 and me.json()["user_id"] == "viewer-01"
     assert wrong.status_code == 401
