@@ -35,7 +35,7 @@ from services.alerts.domain import (
     resolution_id,
 )
 from services.alerts.notify import compose_email, send_email, send_webhook, webhook_payload
-from services.alerts.routing import load_routing
+from services.alerts.routing import Recipient, load_routing
 from services.alerts.store import (
     EMAIL,
     MAX_ATTEMPTS,
@@ -220,11 +220,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         elif isinstance(event, AlertAcknowledged | AlertResolved):
             apply = store.acknowledge if isinstance(event, AlertAcknowledged) else store.resolve
             try:
-                await apply(event)
+                alert = await store.get(event.payload.alert_id)
+                await apply(event, routed_to(alert))
             except AlertNotFound as error:
                 raise RejectedEvent(f"{event.event_type} of unknown alert {error}") from error
             except TransitionError:
                 pass  # the alert was already taken (or closed) by an earlier event
+            await deliver_all(await store.pending_notifications(event.payload.alert_id))
         elif isinstance(event, AlertEscalated):
             with contextlib.suppress(AlertNotFound):
                 await store.escalate(event, list(routing.escalation))
@@ -351,6 +353,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return found
 
+    def routed_to(alert: dict) -> list[Recipient]:
+        return routing.recipients_for(alert["severity"], alert["site_id"], alert["rule_id"])
+
     async def visible_alert(alert_id: uuid.UUID, user: User) -> dict:
         try:
             alert = await store.get(alert_id)
@@ -429,7 +434,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         )
         try:
-            resolved = await store.resolve(event)
+            resolved = await store.resolve(event, routed_to(alert))
         except TransitionError as error:
             raise HTTPException(409, str(error)) from error
         await audit.record(
@@ -442,6 +447,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             detail={"comment": body.comment},
         )
         await log_or_503(event, "resolution")
+        await deliver_all(await store.pending_notifications(alert_id))
         return resolved
 
     @app.post("/v1/alerts/{alert_id}/acknowledge", response_model=AlertOut)
@@ -465,7 +471,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         )
         try:
-            acknowledged = await store.acknowledge(event)
+            acknowledged = await store.acknowledge(event, routed_to(alert))
         except TransitionError as error:
             raise HTTPException(409, str(error)) from error
         await audit.record(
@@ -478,6 +484,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             detail={"comment": body.comment},
         )
         await log_or_503(event, "acknowledgement")
+        await deliver_all(await store.pending_notifications(alert_id))
         return acknowledged
 
     async def log_or_503(event: Envelope, what: str) -> None:

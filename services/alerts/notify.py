@@ -14,8 +14,9 @@ def compose_email(
     message = EmailMessage()
     message["From"] = sender
     message["To"] = recipient
-    escalated = "ESCALATED, NOT ACKNOWLEDGED: " if state.startswith("escalated") else ""
-    message["Subject"] = f"[safetymon {alert['severity'].upper()}] {escalated}{alert['title']}"
+    message["Subject"] = (
+        f"[safetymon {alert['severity'].upper()}] {_news(alert, state)}{alert['title']}"
+    )
     # A fixed Message-ID per notification lets mail systems drop a resend after a crash.
     message["Message-ID"] = f"<{notification_id}@safetymon>"
     message["X-Safetymon-Alert-Id"] = str(alert["alert_id"])
@@ -43,12 +44,22 @@ async def send_email(settings: Settings, message: EmailMessage) -> None:
     )
 
 
+def _news(alert: dict, state: str) -> str:
+    """What changed, at the head of the message: nothing for a new alert."""
+    if state.startswith("escalated"):
+        return "ESCALATED, NOT ACKNOWLEDGED: "
+    if state == "acknowledged":
+        return f"ACKNOWLEDGED by {alert['acknowledged_by']}: "
+    if state == "resolved":
+        return f"RESOLVED by {alert['resolved_by']}: "
+    return ""
+
+
 def webhook_payload(alert: dict, state: str, slack: bool) -> dict:
     """The JSON a webhook receives: the alert's fields, or for Slack a `text` message."""
     if slack:
-        escalated = "ESCALATED, NOT ACKNOWLEDGED: " if state.startswith("escalated") else ""
         return {
-            "text": f"[{alert['severity'].upper()}] {escalated}{alert['title']} "
+            "text": f"[{alert['severity'].upper()}] {_news(alert, state)}{alert['title']} "
             f"(subject {alert['subject_id']}, site {alert['site_id']}, rule {alert['rule_id']})"
         }
     fields = (

@@ -106,8 +106,8 @@ class AlertStore:
                 )
             )
 
-    async def resolve(self, event: AlertResolved) -> dict:
-        """Close an alert; the same event twice changes nothing."""
+    async def resolve(self, event: AlertResolved, recipients: list[Recipient] = ()) -> dict:
+        """Close an alert, and tell `recipients`; the same event twice changes nothing."""
         p = event.payload
         async with self.engine.begin() as conn:
             row = await self._lock_alert(conn, p.alert_id)
@@ -126,6 +126,7 @@ class AlertStore:
                 )
             )
             await self._append_event(conn, event, p.alert_id, actor=p.resolved_by)
+            await self._queue(conn, p.alert_id, status.value, list(recipients))
             return dict((await self._lock_alert(conn, p.alert_id))._mapping)
 
     async def escalate(self, event: AlertEscalated, recipients: list[Recipient]) -> bool:
@@ -151,8 +152,9 @@ class AlertStore:
             query = select(alerts).where(alerts.c.status.in_([s.value for s in OPEN_STATUSES]))
             return [dict(r._mapping) for r in (await conn.execute(query)).all()]
 
-    async def acknowledge(self, event: AlertAcknowledged) -> dict:
-        """Apply an acknowledgement; applying the same event twice changes nothing."""
+    async def acknowledge(self, event: AlertAcknowledged, recipients: list[Recipient] = ()) -> dict:
+        """Apply an acknowledgement, and tell `recipients` who took it; the same event twice
+        changes nothing."""
         p = event.payload
         async with self.engine.begin() as conn:
             row = await self._lock_alert(conn, p.alert_id)
@@ -171,6 +173,7 @@ class AlertStore:
                 )
             )
             await self._append_event(conn, event, p.alert_id, actor=p.acknowledged_by)
+            await self._queue(conn, p.alert_id, status.value, list(recipients))
             return dict((await self._lock_alert(conn, p.alert_id))._mapping)
 
     async def retract(self, event: EventRetracted) -> bool:

@@ -137,11 +137,13 @@ async def test_the_service_stores_emails_and_acknowledges_once(settings: Setting
         sink.stop()
 
     # (other alerts in this session's database may be escalated meanwhile: count this one's)
+    # One email per state change: raised (sent twice in the log: one email), then acknowledged.
     mine = [m for m in sink.messages if m["X-Safetymon-Alert-Id"] == str(alert.payload.alert_id)]
-    assert len(mine) == 1
-    email = mine[0]
+    assert len(mine) == 2
+    email, taken_email = mine
     assert email["To"] == "desk@example.org"
     assert "GZ01-005" in email["Subject"] and "hold" in email["Subject"]
+    assert "ACKNOWLEDGED by safety-physician-01" in taken_email["Subject"]
     assert str(alert.payload.alert_id) in [a["alert_id"] for a in listed]
     assert taken.status_code == 200 and taken.json()["status"] == "acknowledged"
     assert again.status_code == 409 and "safety-physician-01" in again.json()["detail"]
