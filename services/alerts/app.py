@@ -59,6 +59,7 @@ from shared.events import (
     EventDecodeError,
     EventRetracted,
     Source,
+    content_fingerprint,
     decode_event,
     utc_now,
 )
@@ -344,6 +345,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         }
         found = await store.list_alerts(**filters, limit=limit, offset=offset)
         response.headers["X-Total-Count"] = str(await store.count_alerts(**filters))
+        # A page polling the same list sees nothing new: audit a list view when what it shows
+        # (alerts and their states) differs from this user's last view of that list.
+        view = (user.user_id, str(sorted(filters.items())), limit, offset)
+        shown = content_fingerprint([(a["alert_id"], a["status"]) for a in found])
+        if last_views.get(view) == shown:
+            return found
+        if len(last_views) > 10_000:  # bounded memory; forgetting only means one more audit row
+            last_views.clear()
+        last_views[view] = shown
         await audit.record(
             user,
             "alerts.list",
@@ -352,6 +362,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             detail={"filters": {k: v for k, v in filters.items() if v}, "count": len(found)},
         )
         return found
+
+    last_views: dict[tuple, str] = {}
 
     def routed_to(alert: dict) -> list[Recipient]:
         return routing.recipients_for(alert["severity"], alert["site_id"], alert["rule_id"])
