@@ -43,9 +43,10 @@ def acknowledgement_id(alert_id: UUID, user: str) -> UUID:
     return derive_id("AlertAcknowledged", str(alert_id), user)
 
 
-def after_resolved(status: AlertStatus) -> AlertStatus:
+def after_resolved(status: AlertStatus, closed_by: str | None = None) -> AlertStatus:
     if status in (AlertStatus.RESOLVED, AlertStatus.RETRACTED):
-        raise TransitionError(f"alert is already {status.value}")
+        by = f" by {closed_by}" if closed_by and status is AlertStatus.RESOLVED else ""
+        raise TransitionError(f"alert is already {status.value}{by}")
     return AlertStatus.RESOLVED
 
 

@@ -113,7 +113,7 @@ class AlertStore:
             row = await self._lock_alert(conn, p.alert_id)
             if await self._has_event(conn, event.event_id):
                 return dict(row._mapping)
-            status = after_resolved(AlertStatus(row.status))
+            status = after_resolved(AlertStatus(row.status), row.resolved_by)
             await conn.execute(
                 update(alerts)
                 .where(alerts.c.alert_id == p.alert_id)

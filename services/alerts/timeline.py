@@ -19,6 +19,7 @@ from shared.labs import display_result
 
 def timeline(events: list[Envelope], alerts: list[dict]) -> list[dict[str, Any]]:
     """Every item once, oldest first; retracted items are marked, not hidden."""
+    events = list({event.event_id: event for event in events}.values())  # a redelivery is one
     retracted = {e.payload.retracted_event_id for e in events if isinstance(e, EventRetracted)}
     grades: dict[str, list[str]] = {}
     for event in events:

@@ -3,10 +3,12 @@
 `GET /desk` is a plain HTML page with its CSS and JavaScript (shipped in `static/`, no build step,
 nothing from a CDN). The page holds no data: it reads the alert API itself, so whatever guards the
 API (sign-in, a site user's own site) guards the page's data too. It polls
-`GET /v1/alerts?status=open` (the open list) and `GET /v1/alerts?status=all` (the recently
-acknowledged list) every 2 s, shows an alert's history from `GET /v1/alerts/{id}` and acknowledges
-with `POST /v1/alerts/{id}/acknowledge`. Every value is written into the page as text, never as
-markup, and the Content-Security-Policy allows only this server's own script and style.
+`GET /v1/alerts?status=open` (the open list) and `GET /v1/alerts?status=all` (acknowledged and
+recently resolved) every 2 s, shows an alert's history from `GET /v1/alerts/{id}` and a subject's
+timeline from `GET /v1/subjects/{id}/timeline`, and acknowledges or resolves with a comment
+(`POST /v1/alerts/{id}/acknowledge`, `/resolve`). Every value is written into the page as
+text, never as markup, and the Content-Security-Policy allows only this server's own script and
+style.
 """
 
 from pathlib import Path

@@ -5,9 +5,14 @@ and PostgreSQL.
 The page is opened signed out (a sign-in form, no alerts) and signed in through its form; then
 alerts are published to the alerts topic, and they must appear without a reload, most severe first,
 with the overdue reporting deadline in red and hostile markup in a title shown as text. A comment
-typed into the page acknowledges one as the signed-in physician; it must move to "recently
-acknowledged" and its history must show the acknowledgement. The screenshot is kept in
-test-artifacts/desk/desk.png.
+typed into the page acknowledges one as the signed-in physician; it must move to "acknowledged and
+recently resolved" and its history must show the acknowledgement. It is then resolved with a
+comment (not without one) and shown as resolved, its history gaining AlertResolved; an alert
+another physician resolved meanwhile is refused (409) naming who. The alert's subject has two labs
+in the event log (one retracted) and their grades: its timeline must show them, oldest first, the
+grade next to its lab, the retracted one struck through. The screenshots are kept in
+test-artifacts/desk/: desk.png (resolved, with its detail), desk-resolve.png (an acknowledged
+alert's Resolve refused without a comment), desk-conflict.png (the 409), desk-timeline.png.
 """
 
 import asyncio
@@ -18,7 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -29,10 +34,11 @@ from services.common.net import free_port
 from services.ctcae_grader.domain import assess
 from services.demo.processes import Services
 from services.demo.smtp_sink import SmtpSink
-from shared.events import AlertRaised, utc_now
-from shared.topics import ALERTS
-from tests.support import USERS_FILE, produce_events
-from tests.unit.factories import ae, lab
+from services.ingest.domain import RetractionIn, retraction_event
+from shared.events import AlertRaised, Envelope, LabResultReported, utc_now
+from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
+from tests.support import PHYSICIAN_2, USERS_FILE, produce_events
+from tests.unit.factories import STUDY, ae, lab
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -42,14 +48,19 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 MARKUP = '<img src=x onerror="window.__xss=1"><b>'
 # A published throwaway account of deploy/users.example.yaml (local use and tests only).
 PHYSICIAN, PASSWORD = "safety-physician-01", "local-physician-pass"
+OTHER_PHYSICIAN = "safety-physician-02"
 
 
 @dataclass
 class Desk:
     url: str
     bootstrap: str
-    alerts_topic: str
+    namespace: str
     sink: SmtpSink
+
+    def topic(self, name: str) -> str:
+        """A topic as the services name it (shared.settings: TOPIC_NAMESPACE + name)."""
+        return self.namespace + name
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +107,7 @@ async def desk(kafka_bootstrap: str, desk_database_url: str) -> AsyncIterator[De
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     try:
         await services.wait_healthy(urls)
-        yield Desk(urls["alerts"], kafka_bootstrap, namespace + ALERTS, sink)
+        yield Desk(urls["alerts"], kafka_bootstrap, namespace, sink)
     finally:
         services.stop()
         sink.stop()
@@ -117,12 +128,41 @@ def browser_ready() -> None:
         )
 
 
-def alerts_to_publish() -> tuple[AlertRaised, AlertRaised, AlertRaised]:
+def subject_labs() -> tuple[LabResultReported, LabResultReported, Envelope]:
+    """Subject GZ01-201's labs: platelets on C1D15 (grade 2), withdrawn since (the sample had
+    clotted), and the C2D1 ANC of 0.9 (grade 3) behind the day-1 hold alert."""
+    plt = lab(
+        "PLT",
+        60,
+        subject_id="GZ01-201",
+        site_id="GZ01",
+        source_message_id="desk-plt-c1d15",
+        cycle=1,
+        day=15,
+        collected_at=datetime(2025, 3, 31, 1, 15, tzinfo=UTC),
+    )
+    anc = lab("ANC", 0.9, subject_id="GZ01-201", site_id="GZ01", source_message_id="desk-anc-c2d1")
+    retraction = retraction_event(
+        RetractionIn(
+            subject_id="GZ01-201",
+            site_id="GZ01",
+            retracted_event_id=plt.event_id,
+            reason="Sample clotted",
+            source_message_id="desk-plt-c1d15-retraction",
+        ),
+        STUDY,
+    )
+    return plt, anc, retraction
+
+
+def alerts_to_publish(
+    anc_lab: LabResultReported,
+) -> tuple[AlertRaised, AlertRaised, AlertRaised]:
     """Three alerts of two subjects: a day-1 ANC hold (high, raised 40 min ago); a serious
     febrile neutropenia whose 24-hour reporting deadline passed an hour ago (critical); and the
     dose reduction it implies (high, raised 3 h ago), whose title carries markup."""
     now = utc_now()
-    (anc,) = assess(lab("ANC", 0.9, subject_id="GZ01-201")).alerts
+    (anc,) = assess(anc_lab).alerts
     sae, reduction = assess(
         ae(
             subject_id="GZ01-202",
@@ -144,10 +184,16 @@ def alerts_to_publish() -> tuple[AlertRaised, AlertRaised, AlertRaised]:
     return anc, sae, reduction
 
 
-async def test_the_desk_shows_new_alerts_live_and_acknowledges_one(desk: Desk) -> None:
+async def test_the_desk_shows_new_alerts_live_and_acknowledges_and_resolves_one(
+    desk: Desk,
+) -> None:
     browser_ready()
-    anc, sae, reduction = alerts_to_publish()
+    plt_lab, anc_lab, retraction = subject_labs()
+    anc, sae, reduction = alerts_to_publish(anc_lab)
     comment = "Cycle 2 held; repeat ANC on day 8 <ok>"
+    resolve_comment = "ANC 1.6 on day 8; cycle 2 given at full dose"
+    other_comment = "Dose reduced per protocol <b>"
+    conflict_comment = "Reduced to dose level -1"
     config = {
         "url": desk.url,
         "chromium": CHROMIUM,
@@ -157,6 +203,13 @@ async def test_the_desk_shows_new_alerts_live_and_acknowledges_one(desk: Desk) -
         "user": PHYSICIAN,
         "password": PASSWORD,
         "comment": comment,
+        "resolveComment": resolve_comment,
+        "conflict": str(reduction.payload.alert_id),
+        "otherToken": PHYSICIAN_2["Authorization"].removeprefix("Bearer "),
+        "otherComment": other_comment,
+        "conflictComment": conflict_comment,
+        "missingSubject": sae.subject_id,
+        "missingAlert": str(sae.payload.alert_id),
         "screenshot": str(ARTIFACTS / "desk.png"),
         "timeoutMs": 15000,
     }
@@ -166,6 +219,7 @@ async def test_the_desk_shows_new_alerts_live_and_acknowledges_one(desk: Desk) -
         "desk.mjs",
         json.dumps(config),
         cwd=BROWSER_DIR,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -174,7 +228,20 @@ async def test_the_desk_shows_new_alerts_live_and_acknowledges_one(desk: Desk) -
         if json.loads(ready or b"null") != {"ready": True}:
             out, err = await asyncio.wait_for(browser.communicate(), 30)
             pytest.fail(f"the desk did not come up: {(ready + out).decode()} {err.decode()}")
-        await produce_events(desk.bootstrap, desk.alerts_topic, [anc, sae, reduction])
+        await produce_events(desk.bootstrap, desk.topic(ALERTS), [anc, sae, reduction])
+        # The timeline's subject in the log: its labs and the retraction on the clinical-events
+        # topic, their grades (and the dose decision) on the assessments topic, as the grader
+        # derives them. The grader running here derives them too, with the same event ids; the
+        # page shows an item read twice once. (The ANC lab makes the grader raise the day-1 hold
+        # alert again, also with the same id, after ours: the alert service keeps the first.)
+        await produce_events(
+            desk.bootstrap, desk.topic(CLINICAL_EVENTS), [plt_lab, anc_lab, retraction]
+        )
+        graded = assess(plt_lab).assessments + assess(anc_lab).assessments
+        await produce_events(desk.bootstrap, desk.topic(ASSESSMENTS), graded)
+        browser.stdin.write(b'{"produced": true}\n')
+        await browser.stdin.drain()
+        browser.stdin.close()
         out, err = await asyncio.wait_for(browser.communicate(), 120)
     finally:
         if browser.returncode is None:
@@ -204,10 +271,12 @@ async def test_the_desk_shows_new_alerts_live_and_acknowledges_one(desk: Desk) -
     assert result["sameDocument"], "the page was reloaded"
     assert result["appearedAfterMs"] < 10000
     assert result["pageErrors"] == []
-    refused = "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
+    failed = "Failed to load resource: the server responded with a status of"
     assert result["consoleErrors"] == [
-        f"{refused} [/auth/me]",  # signed out at first
-        f"{refused} [/auth/login]",  # the wrong password
+        f"{failed} 401 (Unauthorized) [/auth/me]",  # signed out at first
+        f"{failed} 401 (Unauthorized) [/auth/login]",  # the wrong password
+        f"{failed} 409 (Conflict) [/v1/alerts/{reduction.payload.alert_id}/resolve]",
+        f"{failed} 404 (Not Found) [/v1/subjects/{sae.subject_id}/timeline]",
     ]
     assert result["foreignRequests"] == [], "the page must load nothing from other hosts"
 
@@ -243,6 +312,7 @@ async def test_the_desk_shows_new_alerts_live_and_acknowledges_one(desk: Desk) -
     assert result["openCountText"] == "2"
     recent = result["recent"]
     assert recent["status"] == "acknowledged"
+    assert recent["subject"] == "GZ01-201"
     assert recent["acked"].startswith(f"Acknowledged by {PHYSICIAN} at ")
     assert recent["acked"].endswith(f"UTC+08:00 — “{comment}”")
 
@@ -255,9 +325,88 @@ async def test_the_desk_shows_new_alerts_live_and_acknowledges_one(desk: Desk) -
         f"AlertAcknowledged by {PHYSICIAN}",
     ]
     assert any("safety-desk@example.org" in n for n in detail["notifications"])
+
+    # Resolved from the acknowledged list: a comment is required; then shown as resolved, with
+    # no form left, and its history gains the resolution.
+    refusal = "Write why it can be closed: resolving needs a comment."
+    assert result["resolveWithoutComment"] == refusal
+    assert result["acknowledgeButtonOnAcknowledged"] is False
+    resolved = result["resolved"]
+    assert (resolved["status"], resolved["forms"]) == ("resolved", 0)
+    assert resolved["acked"].startswith(f"Acknowledged by {PHYSICIAN} at ")  # who took it
+    assert resolved["resolved"].startswith(f"Resolved by {PHYSICIAN} at ")
+    assert resolved["resolved"].endswith(f"UTC+08:00 — “{resolve_comment}”")
+    fields = result["detailResolved"]["fields"]
+    assert (fields["Status"], fields["Resolved by"]) == ("resolved", PHYSICIAN)
+    assert fields["Resolution"] == resolve_comment
+    assert [h.split(" · ", 1)[1] for h in result["detailResolved"]["history"]] == [
+        "AlertRaised",
+        f"AlertAcknowledged by {PHYSICIAN}",
+        f"AlertResolved by {PHYSICIAN}",
+    ]
     assert (ARTIFACTS / "desk.png").stat().st_size > 10000
+
+    # Resolved by another physician while this page still offered it: refused, naming who, and
+    # the comment that was not saved is repeated; the alert then shows as resolved by them.
+    conflict = result["conflict"]
+    assert result["otherResolveStatus"] == 200
+    assert conflict["card"].startswith(
+        f"Not resolved: alert is already resolved by {OTHER_PHYSICIAN} at "
+    )
+    assert conflict["card"].endswith(f"UTC+08:00 (“{other_comment}”)")
+    assert conflict["banner"] == (
+        f"{reduction.payload.title}: {conflict['card']}. "
+        f"Your comment was not saved: “{conflict_comment}”"
+    )
+    assert conflict["closed"].startswith(f"Resolved by {OTHER_PHYSICIAN} at ")
+    assert (conflict["stillOpen"], conflict["dismissed"]) == (0, True)
+    assert result["injectedAtEnd"] is None
+
+    # The subject's timeline: oldest first; in one instant the lab, then what it caused; the
+    # grade with its lab; the retracted lab struck through; local times with their offset.
+    timeline = result["timeline"]
+    assert timeline["visible"] and timeline["detailStillOpen"]
+    assert timeline["title"] == "Subject GZ01-201"
+    assert timeline["message"] is None
+    assert timeline["legend"] == ["Lab 2", "Dose decision 1", "Alert 1"]
+    items = timeline["items"]
+    assert [(i["kind"], i["when"]) for i in items] == [
+        ("lab", "2025-03-31 09:15 UTC+08:00"),
+        ("lab", "2025-04-14 15:30 UTC+08:00"),
+        ("dose-decision", "2025-04-14 15:30 UTC+08:00"),
+        ("alert", "2025-04-14 15:30 UTC+08:00"),
+    ]
+    platelets, neutrophils, decision, alert = items
+    assert (platelets["label"], platelets["text"], platelets["visit"]) == (
+        "Lab",
+        "PLT 60 x10^9/L",
+        "C1D15",
+    )
+    assert platelets["grades"] == ["Platelet count decreased grade 2"]
+    assert platelets["retracted"] and platelets["struckThrough"]
+    assert (neutrophils["text"], neutrophils["visit"]) == ("ANC 0.9 x10^9/L", "C2D1")
+    assert neutrophils["grades"] == ["Neutrophil count decreased grade 3"]  # once, read twice
+    assert not neutrophils["retracted"] and not neutrophils["struckThrough"]
+    assert decision["label"] == "Dose decision"
+    assert decision["text"].startswith("Day-1 ANC below 1.5")
+    assert (alert["text"], alert["severity"], alert["status"]) == (
+        anc.payload.title,
+        "HIGH",
+        "resolved",
+    )
+    assert (ARTIFACTS / "desk-timeline.png").stat().st_size > 10000
+
+    missing = result["timelineMissing"]
+    assert missing == {
+        "title": f"Subject {sae.subject_id}",
+        "message": f"No events recorded for subject {sae.subject_id} that you can see.",
+        "items": 0,
+        "closedByEscape": True,
+    }
+
     assert result["afterSignOut"] == {
         "deskVisible": False,
+        "timelineVisible": False,
         "alertCards": 0,
         "stillSignedIn": False,
     }

@@ -70,3 +70,8 @@ def test_a_passed_reporting_deadline_escalates_an_open_alert() -> None:
 def test_a_closed_alert_cannot_be_resolved_again(status: AlertStatus) -> None:
     with pytest.raises(TransitionError, match=f"already {status.value}"):
         after_resolved(status)
+
+
+def test_resolving_again_names_who_closed_it() -> None:
+    with pytest.raises(TransitionError, match="already resolved by safety-physician-01"):
+        after_resolved(AlertStatus.RESOLVED, "safety-physician-01")

@@ -4,16 +4,27 @@
 //
 // Opens the desk, signs in through the page's form, prints {"ready": true} once the page is live,
 // then waits (without reloading) for the alerts the test publishes, reads what each card shows,
-// acknowledges one with a comment typed into the page, waits for it to move to "recently
-// acknowledged", opens its history, saves a screenshot, signs out and prints one JSON line of
-// results. The test asserts on them; this script only fails by itself when the browser cannot run.
+// acknowledges one with a comment typed into the page, waits for it to move to "acknowledged and
+// recently resolved", opens its history, resolves it with a comment (after trying without one),
+// saves a screenshot; tries to resolve an alert another physician has just resolved (a 409); once
+// the test says on stdin that the subject's events are in the log ({"produced": true}), opens that
+// subject's timeline and saves a second screenshot; opens a timeline the API answers 404 for;
+// signs out and prints one JSON line of results. The test asserts on them; this script only fails
+// by itself when the browser cannot run.
 import { mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
-import { chromium } from "playwright-core";
+import { createInterface } from "node:readline";
+import { chromium, request } from "playwright-core";
 
 const config = JSON.parse(process.argv[2]);
 const timeout = config.timeoutMs ?? 15000;
 const emit = (value) => process.stdout.write(`${JSON.stringify(value)}\n`);
+// Resolved when the test has published the timeline's events (it writes one line on stdin).
+const produced = new Promise((resolve) => {
+  createInterface({ input: process.stdin }).on("line", (line) => {
+    if (JSON.parse(line).produced) resolve();
+  });
+});
 
 const result = {
   consoleErrors: [],
@@ -23,6 +34,16 @@ const result = {
   steps: [],
 };
 const step = (name) => result.steps.push(name);
+const shot = (name) => config.screenshot.replace(/\.png$/, `-${name}.png`); // desk-<name>.png
+
+// A step that never finishes (a wait without its own timeout) still ends the run with what it has.
+let page;
+const watchdog = setTimeout(async () => {
+  result.error = `stuck after step "${result.steps.at(-1) ?? "start"}" for ${config.totalTimeoutMs ?? 90000} ms`;
+  await page?.screenshot({ path: config.screenshot.replace(/\.png$/, "-failure.png"), fullPage: true }).catch(() => {});
+  emit(result);
+  process.exit(0);
+}, config.totalTimeoutMs ?? 90000);
 
 const browser = await chromium.launch({
   executablePath: config.chromium ?? "/usr/bin/chromium",
@@ -40,7 +61,6 @@ const browser = await chromium.launch({
   timeout: 30000,
 });
 
-let page;
 try {
   const context = await browser.newContext({
     viewport: { width: 1440, height: 1100 },
@@ -145,16 +165,146 @@ try {
   };
   step("detail");
 
+  // Resolve it from the acknowledged list: not without a comment; with one, it stays in the list
+  // marked resolved (no form left), and the open detail gains the resolution.
+  const done = card("recent", config.acknowledge);
+  await done.getByRole("button", { name: "Resolve" }).click();
+  await done.locator(".ack-message", { hasText: "needs a comment" }).waitFor();
+  result.resolveWithoutComment = await done.locator(".ack-message").textContent();
+  result.acknowledgeButtonOnAcknowledged = await done.getByRole("button", { name: "Acknowledge" }).isVisible();
+  await mkdir(dirname(config.screenshot), { recursive: true });
+  await page.screenshot({ path: shot("resolve"), fullPage: true });
+  await done.locator("textarea[name=comment]").fill(config.resolveComment);
+  await done.getByRole("button", { name: "Resolve" }).click();
+  await done.locator(".resolved").waitFor();
+  await page.locator("#detail-history li", { hasText: "AlertResolved" }).waitFor();
+  result.resolved = {
+    ...(await readCard(done)),
+    resolved: await done.locator(".resolved").textContent(),
+    forms: await done.locator("form").count(),
+  };
+  result.detailResolved = {
+    fields: await page.locator("#detail-fields").evaluate((dl) => {
+      const out = {};
+      for (const dt of dl.querySelectorAll("dt")) out[dt.textContent] = dt.nextElementSibling.textContent;
+      return out;
+    }),
+    history: await page.locator("#detail-history li").allTextContents(),
+  };
+  step("resolved");
+
   result.sameDocument = await page.evaluate(() => window.__sameDocument === true);
   result.connection = await page.locator("#connection").textContent();
-  await mkdir(dirname(config.screenshot), { recursive: true });
   await page.screenshot({ path: config.screenshot, fullPage: true });
   step("screenshot");
+
+  // Another physician resolves an open alert while this page still offers it. The page's list
+  // reads are held meanwhile (so the card is still there to click, as on a busy desk between two
+  // updates); the refusal must say who closed it, and survive the card leaving the open list.
+  let release;
+  const held = new Promise((resolve) => {
+    release = resolve;
+  });
+  const lists = /\/v1\/alerts\?/;
+  let intercepted;
+  const polling = new Promise((resolve) => {
+    intercepted = resolve;
+  });
+  await page.route(lists, async (route) => {
+    intercepted();
+    await held;
+    await route.continue();
+  });
+  // The page's next read is held: the one before it (sent before the route) has been answered.
+  await polling;
+  const other = await request.newContext({
+    baseURL: origin,
+    extraHTTPHeaders: { authorization: `Bearer ${config.otherToken}` },
+  });
+  const taken = await other.post(`/v1/alerts/${config.conflict}/resolve`, {
+    data: { comment: config.otherComment },
+  });
+  result.otherResolveStatus = taken.status();
+  await other.dispose();
+  const stale = card("open", config.conflict);
+  await stale.locator("textarea[name=comment]").fill(config.conflictComment);
+  await stale.getByRole("button", { name: "Resolve" }).click();
+  await page.locator("#action-message:not([hidden])").waitFor();
+  result.conflict = {
+    card: await stale.locator(".ack-message").textContent(),
+    banner: await page.locator("#action-text").textContent(),
+  };
+  await page.screenshot({ path: shot("conflict"), fullPage: true });
+  release();
+  await page.unrouteAll({ behavior: "wait" }); // once the held reads have gone through
+  await card("recent", config.conflict).locator(".resolved").waitFor();
+  result.conflict.closed = await card("recent", config.conflict).locator(".resolved").textContent();
+  result.conflict.stillOpen = await card("open", config.conflict).count();
+  await page.getByRole("button", { name: "Dismiss" }).click();
+  result.conflict.dismissed = await page.locator("#action-message").isHidden();
+  step("conflict");
+
+  // The subject's timeline, from a click on the subject of its (resolved) alert.
+  await produced;
+  await card("recent", config.acknowledge).locator(".open-timeline").click();
+  await page.locator('#timeline-list > li[data-kind="lab"] .grade').first().waitFor();
+  await page.locator('#timeline-list > li[data-kind="alert"]').waitFor();
+  result.timeline = {
+    visible: await page.locator("#timeline").isVisible(),
+    title: await page.locator("#timeline-title").textContent(),
+    legend: await page.locator("#timeline-legend li").allTextContents(),
+    message: (await page.locator("#timeline-message").isVisible())
+      ? await page.locator("#timeline-message").textContent()
+      : null,
+    items: await page.locator("#timeline-list > li").evaluateAll((els) =>
+      els.map((li) => {
+        const text = li.querySelector(".text");
+        const one = (selector) => li.querySelector(selector)?.textContent ?? null;
+        return {
+          kind: li.dataset.kind,
+          label: one(".kind"),
+          when: one(".when"),
+          text: text.textContent,
+          visit: one(".visit"),
+          grades: [...li.querySelectorAll(".grade")].map((g) => g.textContent),
+          severity: one(".severity"),
+          status: one(".state"),
+          retracted: li.classList.contains("retracted"),
+          struckThrough: getComputedStyle(text).textDecorationLine.includes("line-through"),
+        };
+      })
+    ),
+    detailStillOpen: await page.locator("#detail").isVisible(),
+  };
+  await page.screenshot({ path: shot("timeline"), fullPage: true });
+  step("timeline");
+
+  // A timeline the API refuses with 404 (no events, or none this user may see). As a safety
+  // physician sees every site, the answer is made up here: the page's handling is what is tested.
+  await page.route(`**/v1/subjects/${encodeURIComponent(config.missingSubject)}/timeline`, (route) =>
+    route.fulfill({
+      status: 404,
+      contentType: "application/json",
+      body: JSON.stringify({ detail: `no events for subject ${config.missingSubject}` }),
+    })
+  );
+  await card("open", config.missingAlert).locator(".open-timeline").click();
+  await page.locator("#timeline-message", { hasText: "No events" }).waitFor();
+  result.timelineMissing = {
+    title: await page.locator("#timeline-title").textContent(),
+    message: await page.locator("#timeline-message").textContent(),
+    items: await page.locator("#timeline-list > li").count(),
+  };
+  await page.keyboard.press("Escape");
+  result.timelineMissing.closedByEscape = await page.locator("#timeline").isHidden();
+  step("timeline 404");
+  result.injectedAtEnd = await page.evaluate(() => window.__xss ?? null);
 
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.locator("#sign-in").waitFor();
   result.afterSignOut = {
     deskVisible: await page.locator("#desk").isVisible(),
+    timelineVisible: await page.locator("#timeline").isVisible(),
     alertCards: await page.locator("li.alert").count(),
     stillSignedIn: (await page.request.get(`${config.url}/auth/me`)).status() === 200,
   };
@@ -165,6 +315,8 @@ try {
   await mkdir(dirname(config.screenshot), { recursive: true });
   await page?.screenshot({ path: result.failureScreenshot, fullPage: true }).catch(() => {});
 } finally {
+  clearTimeout(watchdog);
   await browser.close();
 }
 emit(result);
+process.exit(0); // stdin may still be open
