@@ -427,40 +427,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The audit log (who viewed or did what, when, from where), oldest first."""
         return await audit.export(since=since, until=until)
 
-    @app.post("/v1/alerts/{alert_id}/resolve", response_model=AlertOut)
-    async def resolve(
-        alert_id: uuid.UUID,
-        request: Request,
-        user: Annotated[User, Depends(physician)],
-        body: Annotated[CommentIn | None, Body()] = None,
+    async def take(
+        kind: str, alert_id: uuid.UUID, request: Request, user: User, body: CommentIn | None
     ) -> dict:
-        """Close an alert, with why; recorded in the store and then the event log."""
-        body = body or CommentIn()
+        """Acknowledge or resolve as `user`: applied under the alert's row lock (409 names who
+        got there first), audited, recorded in the event log (a 503 there is safe to retry: the
+        same user's action is the same event), announced to the alert's recipients."""
+        comment = (body or CommentIn()).comment
         alert = await visible_alert(alert_id, user)
         now = utc_now()
-        event = AlertResolved(
-            **lifecycle_fields(alert, now, f"resolve-{alert_id}"),
-            event_id=resolution_id(alert_id, user.user_id),
-            payload=AlertResolvedPayload(
-                alert_id=alert_id, resolved_by=user.user_id, comment=body.comment
-            ),
-        )
+        fields = lifecycle_fields(alert, now, f"{kind}-{alert_id}")
+        if kind == "acknowledge":
+            event: Envelope = AlertAcknowledged(
+                **fields,
+                event_id=acknowledgement_id(alert_id, user.user_id),
+                payload=AlertAcknowledgedPayload(
+                    alert_id=alert_id, acknowledged_by=user.user_id, comment=comment
+                ),
+            )
+            apply = store.acknowledge
+        else:
+            event = AlertResolved(
+                **fields,
+                event_id=resolution_id(alert_id, user.user_id),
+                payload=AlertResolvedPayload(
+                    alert_id=alert_id, resolved_by=user.user_id, comment=comment
+                ),
+            )
+            apply = store.resolve
         try:
-            resolved = await store.resolve(event, routed_to(alert))
+            taken = await apply(event, routed_to(alert))
         except TransitionError as error:
             raise HTTPException(409, str(error)) from error
         await audit.record(
             user,
-            "alert.resolve",
+            f"alert.{kind}",
             target=str(alert_id),
             subject_id=alert["subject_id"],
             site_id=alert["site_id"],
             client_ip=ip(request),
-            detail={"comment": body.comment},
+            detail={"comment": comment},
         )
-        await log_or_503(event, "resolution")
+        await log_or_503(event, {"acknowledge": "acknowledgement", "resolve": "resolution"}[kind])
         await deliver_all(await store.pending_notifications(alert_id))
-        return resolved
+        return taken
 
     @app.post("/v1/alerts/{alert_id}/acknowledge", response_model=AlertOut)
     async def acknowledge(
@@ -469,35 +479,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         user: Annotated[User, Depends(physician)],
         body: Annotated[CommentIn | None, Body()] = None,
     ) -> dict:
-        """Take responsibility for an open alert. Taken under a row lock, so of two physicians
-        acknowledging at once one gets 409 naming the other; then recorded in the event log (a
-        503 there is safe to retry: the same user's acknowledgement is the same event)."""
-        body = body or CommentIn()
-        alert = await visible_alert(alert_id, user)
-        now = utc_now()
-        event = AlertAcknowledged(
-            **lifecycle_fields(alert, now, f"ack-{alert_id}"),
-            event_id=acknowledgement_id(alert_id, user.user_id),
-            payload=AlertAcknowledgedPayload(
-                alert_id=alert_id, acknowledged_by=user.user_id, comment=body.comment
-            ),
-        )
-        try:
-            acknowledged = await store.acknowledge(event, routed_to(alert))
-        except TransitionError as error:
-            raise HTTPException(409, str(error)) from error
-        await audit.record(
-            user,
-            "alert.acknowledge",
-            target=str(alert_id),
-            subject_id=alert["subject_id"],
-            site_id=alert["site_id"],
-            client_ip=ip(request),
-            detail={"comment": body.comment},
-        )
-        await log_or_503(event, "acknowledgement")
-        await deliver_all(await store.pending_notifications(alert_id))
-        return acknowledged
+        """Take responsibility for an open alert, with an optional comment."""
+        return await take("acknowledge", alert_id, request, user, body)
+
+    @app.post("/v1/alerts/{alert_id}/resolve", response_model=AlertOut)
+    async def resolve(
+        alert_id: uuid.UUID,
+        request: Request,
+        user: Annotated[User, Depends(physician)],
+        body: Annotated[CommentIn | None, Body()] = None,
+    ) -> dict:
+        """Close an alert, saying why."""
+        return await take("resolve", alert_id, request, user, body)
 
     async def log_or_503(event: Envelope, what: str) -> None:
         try:
