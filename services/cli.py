@@ -108,6 +108,36 @@ def _grade_one(
     return 0
 
 
+def stopping_boundary(events: int | None, evaluable: int | None) -> int:
+    """Print the boundary table n = 1..N of the study's toxicity stopping rule, and the status
+    for the counts given."""
+    from shared.protocol import study_protocol
+
+    settings = get_settings()
+    monitoring = study_protocol(settings.study_id, settings.protocol_file).toxicity_monitoring
+    if monitoring is None:
+        print(
+            f"the protocol of {settings.study_id} defines no toxicity monitoring", file=sys.stderr
+        )
+        return 1
+    rule = monitoring.rule()
+    print(f"event: {monitoring.event}")
+    print(
+        f"stop if P(rate > {rule.max_acceptable_rate:g} | data) > {rule.posterior_threshold:g}"
+        f"; prior Beta({rule.prior_a:g}, {rule.prior_b:g}) [{monitoring.status.value}]"
+    )
+    print("evaluable n  events that stop")
+    for n, crossing in enumerate(rule.boundary(), start=1):
+        print(f"{n:12d}  {'-' if crossing is None else f'>= {crossing}'}")
+    if events is not None and evaluable is not None:
+        probability = rule.posterior_probability(events, evaluable)
+        print(
+            f"{events} of {evaluable}: P = {probability:.3f} -> "
+            f"{rule.status(events, evaluable).value}"
+        )
+    return 0
+
+
 def explain_subject(subject_id: str) -> int:
     """Replay the subject's events from the log through the protocol and print why each
     decision in force stands."""
@@ -182,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     rules_cmd.add_argument("action", choices=["explain"])
     rules_cmd.add_argument("subject", help="subject id, e.g. GZ01-005")
 
+    boundary_cmd = commands.add_parser(
+        "stopping-boundary", help="the protocol's toxicity stopping boundary, and a status"
+    )
+    boundary_cmd.add_argument("--events", type=int, help="toxicity events so far")
+    boundary_cmd.add_argument("--evaluable", type=int, help="evaluable subjects so far")
+
     commands.add_parser("migrate", help="bring the alert database to the newest schema")
     commands.add_parser("create-topics", help="create the Kafka topics if missing")
 
@@ -190,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args.service, args.port)
     if args.command == "grade":
         return grade(args, grade_cmd)
+    if args.command == "stopping-boundary":
+        return stopping_boundary(args.events, args.evaluable)
     if args.command == "rules":
         return explain_subject(args.subject)
     if args.command == "migrate":

@@ -26,6 +26,7 @@ from shared.ae_dictionary import AeTermError, require_term
 from shared.ctcae import LAB_TERMS
 from shared.events import DoseAction, Drug, Model, Severity
 from shared.labs import LabTest, UnitError, canonical_unit
+from shared.stopping_rule import StoppingRule
 
 PLATINUM = "platinum"  # in a rule's actions: whichever platinum agent the subject receives
 PROTOCOLS_DIR = Path(__file__).resolve().parents[1] / "protocols"
@@ -327,12 +328,35 @@ class Rule(Model):
         return self
 
 
+class ToxicityMonitoring(Model):
+    """The protocol's continuous toxicity stopping rule (beta-binomial; shared/stopping_rule.py)."""
+
+    event: str = Field(min_length=1, description="the protocol-defined toxicity counted")
+    max_acceptable_rate: float = Field(gt=0, lt=1)
+    prior_a: float = Field(gt=0)
+    prior_b: float = Field(gt=0)
+    posterior_threshold: float = Field(ge=0.5, lt=1)
+    max_subjects: int = Field(ge=1, le=10_000)
+    source: str = Field(min_length=1)
+    status: RuleStatus
+
+    def rule(self) -> StoppingRule:
+        return StoppingRule(
+            self.prior_a,
+            self.prior_b,
+            self.max_acceptable_rate,
+            self.posterior_threshold,
+            self.max_subjects,
+        )
+
+
 class Protocol(Model):
     study_id: str = Field(min_length=1)
     title: str = Field(min_length=1)
     ctcae_version: Literal["4.03"]
     regimen: Regimen
     rules: tuple[Rule, ...]
+    toxicity_monitoring: ToxicityMonitoring | None = None
 
     @model_validator(mode="after")
     def _rules_fit_the_regimen(self) -> "Protocol":
