@@ -6,11 +6,10 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 
 from shared.settings import Settings
-from tests.support import USERS_FILE
+from tests.support import USERS_FILE, scratch_database
 
 
 def _reachable(host_port: str) -> bool:
@@ -41,19 +40,8 @@ def postgres_url() -> str:
 @pytest.fixture(scope="session")
 async def database_url(postgres_url: str) -> AsyncIterator[str]:
     """A fresh database for this test session, dropped afterwards."""
-    name = f"safetymon_test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
+    async with scratch_database(postgres_url, "safetymon_test") as url:
+        yield url
 
 
 @pytest.fixture

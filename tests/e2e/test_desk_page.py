@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
@@ -37,7 +36,7 @@ from services.demo.smtp_sink import SmtpSink
 from services.ingest.domain import RetractionIn, retraction_event
 from shared.events import AlertRaised, Envelope, LabResultReported, utc_now
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
-from tests.support import PHYSICIAN_2, USERS_FILE, produce_events
+from tests.support import PHYSICIAN_2, USERS_FILE, produce_events, scratch_database
 from tests.unit.factories import STUDY, ae, lab
 
 pytestmark = pytest.mark.e2e
@@ -68,19 +67,8 @@ async def desk_database_url(postgres_url: str) -> AsyncIterator[str]:
     """A database of this module's own, dropped afterwards: the alerts published here are
     backdated and overdue, and any alert service sharing their database would escalate them
     (and email about them) during other tests."""
-    name = f"safetymon_desk_{uuid.uuid4().hex[:12]}"
-    admin_dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
+    async with scratch_database(postgres_url, "safetymon_desk") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
