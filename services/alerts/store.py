@@ -1,10 +1,11 @@
 """The alert store: idempotent writes keyed by alert, event and notification ids."""
 
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import Row, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -109,25 +110,18 @@ class AlertStore:
     async def resolve(self, event: AlertResolved, recipients: list[Recipient] = ()) -> dict:
         """Close an alert, and tell `recipients`; the same event twice changes nothing."""
         p = event.payload
-        async with self.engine.begin() as conn:
-            row = await self._lock_alert(conn, p.alert_id)
-            if await self._has_event(conn, event.event_id):
-                return dict(row._mapping)
-            status = after_resolved(AlertStatus(row.status), row.resolved_by)
-            await conn.execute(
-                update(alerts)
-                .where(alerts.c.alert_id == p.alert_id)
-                .values(
-                    status=status.value,
-                    resolved_by=p.resolved_by,
-                    resolved_at=event.recorded_at,
-                    resolution_comment=p.comment,
-                    updated_at=utc_now(),
-                )
-            )
-            await self._append_event(conn, event, p.alert_id, actor=p.resolved_by)
-            await self._queue(conn, p.alert_id, status.value, list(recipients))
-            return dict((await self._lock_alert(conn, p.alert_id))._mapping)
+        return await self._transition(
+            event,
+            p.alert_id,
+            p.resolved_by,
+            lambda row: after_resolved(AlertStatus(row.status), row.resolved_by),
+            {
+                "resolved_by": p.resolved_by,
+                "resolved_at": event.recorded_at,
+                "resolution_comment": p.comment,
+            },
+            recipients,
+        )
 
     async def escalate(self, event: AlertEscalated, recipients: list[Recipient]) -> bool:
         """Raise an open alert to the event's tier and queue its emails; False when that tier
@@ -156,25 +150,43 @@ class AlertStore:
         """Apply an acknowledgement, and tell `recipients` who took it; the same event twice
         changes nothing."""
         p = event.payload
+        return await self._transition(
+            event,
+            p.alert_id,
+            p.acknowledged_by,
+            lambda row: after_acknowledged(AlertStatus(row.status), row.acknowledged_by),
+            {
+                "acknowledged_by": p.acknowledged_by,
+                "acknowledged_at": event.recorded_at,
+                "acknowledgement_comment": p.comment,
+            },
+            recipients,
+        )
+
+    async def _transition(
+        self,
+        event: Envelope,
+        alert_id: uuid.UUID,
+        actor: str,
+        next_status: Callable[[Row], AlertStatus],
+        columns: dict[str, object],
+        recipients: Sequence[Recipient],
+    ) -> dict:
+        """Move an alert under a row lock: `next_status` refuses a transition not allowed (raises
+        TransitionError); a retry of an event already applied returns the alert unchanged."""
         async with self.engine.begin() as conn:
-            row = await self._lock_alert(conn, p.alert_id)
+            row = await self._lock_alert(conn, alert_id)
             if await self._has_event(conn, event.event_id):
-                return dict(row._mapping)  # a retry of an acknowledgement already taken
-            status = after_acknowledged(AlertStatus(row.status), row.acknowledged_by)
+                return dict(row._mapping)
+            status = next_status(row)
             await conn.execute(
                 update(alerts)
-                .where(alerts.c.alert_id == p.alert_id)
-                .values(
-                    status=status.value,
-                    acknowledged_by=p.acknowledged_by,
-                    acknowledged_at=event.recorded_at,
-                    acknowledgement_comment=p.comment,
-                    updated_at=utc_now(),
-                )
+                .where(alerts.c.alert_id == alert_id)
+                .values(status=status.value, updated_at=utc_now(), **columns)
             )
-            await self._append_event(conn, event, p.alert_id, actor=p.acknowledged_by)
-            await self._queue(conn, p.alert_id, status.value, list(recipients))
-            return dict((await self._lock_alert(conn, p.alert_id))._mapping)
+            await self._append_event(conn, event, alert_id, actor=actor)
+            await self._queue(conn, alert_id, status.value, list(recipients))
+            return dict((await self._lock_alert(conn, alert_id))._mapping)
 
     async def retract(self, event: EventRetracted) -> bool:
         """Close the alert whose raising `event` retracts; False when it is not an alert of ours
