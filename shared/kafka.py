@@ -157,6 +157,16 @@ async def _committed_offsets(
         await asyncio.sleep(0.5)
 
 
+def _log_reader(settings: Settings) -> AIOKafkaConsumer:
+    """A reader outside any consumer group, committing nothing: for reading the log back."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+
+
 async def replay_committed(
     settings: Settings, topic: str, group: str, handle: Callable[[bytes], None]
 ) -> int:
@@ -168,12 +178,7 @@ async def replay_committed(
     targets = {tp: offset for tp, offset in targets.items() if offset > 0}
     if not targets:
         return 0
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    reader = _log_reader(settings)
     await reader.start()
     replayed = 0
     try:
@@ -198,12 +203,7 @@ async def read_subject_events(settings: Settings, topic: str, subject_id: str) -
     """Every record of one subject on `topic`, in log order, up to the end at the time of the call
     (records are keyed by subject id, so they sit in one partition)."""
     partitions = [TopicPartition(topic, p) for p in await _partitions_of(settings, topic)]
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    reader = _log_reader(settings)
     await reader.start()
     try:
         reader.assign(partitions)

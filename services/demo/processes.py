@@ -1,6 +1,7 @@
 """The three services as child processes, the way the demo and the end-to-end tests run them."""
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -9,14 +10,34 @@ from pathlib import Path
 
 import httpx
 
+from services.common.net import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("ingest", "grader", "alerts")
+
+
+def service_environment(
+    *, bootstrap: str, database_url: str, namespace: str, smtp_port: int, **extra: str
+) -> dict[str, str]:
+    """What the three services of one run share: the broker, the database, a topic namespace of
+    their own and the SMTP server on this host; `extra` adds or replaces settings."""
+    return os.environ | {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DATABASE_URL": database_url,
+        "TOPIC_NAMESPACE": namespace,
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_port),
+        **extra,
+    }
 
 
 class Services:
-    """The three services as child processes, with their logs under .local/demo/logs."""
+    """The three services as child processes on free local ports, a log file each in `log_dir`."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
+        ports = {service: free_port() for service in SERVICES}
+        self.urls = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
+        self.env = env | {f"{service.upper()}_PORT": str(port) for service, port in ports.items()}
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen] = {}
 
@@ -33,10 +54,10 @@ class Services:
                 cwd=REPO_ROOT,
             )
 
-    async def wait_healthy(self, urls: dict[str, str], timeout_s: float = 90.0) -> None:
+    async def wait_healthy(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient(timeout=2.0) as client:
-            for service, url in urls.items():
+            for service, url in self.urls.items():
                 while True:
                     if self.processes[service].poll() is not None:
                         raise RuntimeError(f"{service} exited; see {self.log_dir}/{service}.log")

@@ -23,9 +23,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.common.net import free_port
 from services.demo.cohort import Submission, build_cohort
-from services.demo.processes import Services
+from services.demo.processes import Services, service_environment
 from services.demo.smtp_sink import SmtpSink
 from shared.events import EventDecodeError, decode_event
 from shared.topics import ALERTS, ASSESSMENTS
@@ -252,34 +251,29 @@ async def run(subjects: int, cycles: int, seed: int) -> int:
     shutil.rmtree(WORK_DIR / "db", ignore_errors=True)
     database_url = os.environ.get("DATABASE_URL") or f"sqlite+aiosqlite:///{WORK_DIR}/db/demo.db"
     namespace = f"demo-{datetime.now(UTC):%Y%m%d%H%M%S}."
-    ports = {name: free_port() for name in ("ingest", "grader", "alerts")}
     sink = SmtpSink()
     services = None
     try:
         sink.start()
-        env = os.environ | {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "DATABASE_URL": database_url,
-            "TOPIC_NAMESPACE": namespace,
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(sink.port),
-            "INGEST_PORT": str(ports["ingest"]),
-            "GRADER_PORT": str(ports["grader"]),
-            "ALERTS_PORT": str(ports["alerts"]),
+        env = service_environment(
+            bootstrap=bootstrap,
+            database_url=database_url,
+            namespace=namespace,
+            smtp_port=sink.port,
             # The demo's users: the published local-only example file, a fresh session key.
-            "USERS_FILE": os.environ.get("USERS_FILE", str(DEMO_USERS)),
-            "SESSION_SECRET": os.environ.get("SESSION_SECRET", secrets.token_urlsafe(48)),
-            "SESSION_COOKIE_SECURE": "false",
-            "LOG_LEVEL": "WARNING",
-        }
-        urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+            USERS_FILE=os.environ.get("USERS_FILE", str(DEMO_USERS)),
+            SESSION_SECRET=os.environ.get("SESSION_SECRET", secrets.token_urlsafe(48)),
+            SESSION_COOKIE_SECURE="false",
+            LOG_LEVEL="WARNING",
+        )
+        services = Services(env, WORK_DIR / "logs")
+        urls = services.urls
         console.print(
             f"database {database_url.split('@')[-1]}; topics {namespace}*; "
             f"SMTP sink 127.0.0.1:{sink.port}; logs {WORK_DIR}/logs"
         )
-        services = Services(env, WORK_DIR / "logs")
         services.start()
-        await services.wait_healthy(urls)
+        await services.wait_healthy()
         console.print("services healthy: " + ", ".join(f"{k} {v}" for k, v in urls.items()))
         tally = Tally()
         async with AsyncExitStack() as stack:

@@ -29,9 +29,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.common.net import free_port
 from services.ctcae_grader.domain import assess
-from services.demo.processes import Services
+from services.demo.processes import Services, service_environment
 from services.demo.smtp_sink import SmtpSink
 from services.ingest.domain import RetractionIn, retraction_event
 from shared.events import AlertRaised, Envelope, LabResultReported, utc_now
@@ -75,26 +74,21 @@ async def desk_database_url(postgres_url: str) -> AsyncIterator[str]:
 async def desk(kafka_bootstrap: str, desk_database_url: str) -> AsyncIterator[Desk]:
     sink = SmtpSink()
     sink.start()
-    ports = {name: free_port() for name in ("ingest", "grader", "alerts")}
     namespace = f"desk-{time.time_ns()}."
-    env = os.environ | {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "DATABASE_URL": desk_database_url,
-        "TOPIC_NAMESPACE": namespace,
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(sink.port),
-        "ALERT_EMAIL_RECIPIENTS": "safety-desk@example.org",
-        "INGEST_PORT": str(ports["ingest"]),
-        "GRADER_PORT": str(ports["grader"]),
-        "ALERTS_PORT": str(ports["alerts"]),
-        "USERS_FILE": USERS_FILE,
-        "SESSION_SECRET": "desk-session-secret-" + uuid.uuid4().hex,
-    }
+    env = service_environment(
+        bootstrap=kafka_bootstrap,
+        database_url=desk_database_url,
+        namespace=namespace,
+        smtp_port=sink.port,
+        ALERT_EMAIL_RECIPIENTS="safety-desk@example.org",
+        USERS_FILE=USERS_FILE,
+        SESSION_SECRET="desk-session-secret-" + uuid.uuid4().hex,
+    )
     services = Services(env, ARTIFACTS)
     services.start()
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    urls = services.urls
     try:
-        await services.wait_healthy(urls)
+        await services.wait_healthy()
         yield Desk(urls["alerts"], kafka_bootstrap, namespace, sink)
     finally:
         services.stop()

@@ -5,7 +5,6 @@ in PostgreSQL and an email in the mailbox.
 """
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,8 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from services.alerts.db import alerts, create_engine
-from services.common.net import free_port
-from services.demo.processes import Services
+from services.demo.processes import Services, service_environment
 from services.demo.smtp_sink import SmtpSink
 from tests.support import PHYSICIAN, USERS_FILE, eventually
 
@@ -37,25 +35,20 @@ class Pipeline:
 async def pipeline(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Pipeline]:
     sink = SmtpSink()
     sink.start()
-    ports = {name: free_port() for name in ("ingest", "grader", "alerts")}
-    env = os.environ | {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "DATABASE_URL": database_url,
-        "TOPIC_NAMESPACE": f"e2e-{time.time_ns()}.",
-        "SMTP_HOST": "127.0.0.1",
-        "SMTP_PORT": str(sink.port),
-        "ALERT_EMAIL_RECIPIENTS": "safety-desk@example.org",
-        "INGEST_PORT": str(ports["ingest"]),
-        "GRADER_PORT": str(ports["grader"]),
-        "ALERTS_PORT": str(ports["alerts"]),
-        "USERS_FILE": USERS_FILE,
-        "SESSION_SECRET": "e2e-session-secret-" + "x" * 32,
-    }
+    env = service_environment(
+        bootstrap=kafka_bootstrap,
+        database_url=database_url,
+        namespace=f"e2e-{time.time_ns()}.",
+        smtp_port=sink.port,
+        ALERT_EMAIL_RECIPIENTS="safety-desk@example.org",
+        USERS_FILE=USERS_FILE,
+        SESSION_SECRET="e2e-session-secret-" + "x" * 32,
+    )
     services = Services(env, ARTIFACTS)
     services.start()
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    urls = services.urls
     try:
-        await services.wait_healthy(urls)
+        await services.wait_healthy()
         yield Pipeline(services, urls, sink, database_url)
     finally:
         services.stop()

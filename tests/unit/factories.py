@@ -63,7 +63,8 @@ def ae(**overrides) -> AdverseEventReported:
     return adverse_event(AdverseEventIn(**(fields | overrides)), STUDY)
 
 
-def enrolment(subject_id: str = "GZ01-005", **overrides) -> SubjectEnrolled:
+def enrolment_request(subject_id: str = "GZ01-005", **overrides) -> EnrolmentIn:
+    """An enrolment as a site posts it; `overrides` replace its fields."""
     fields = {
         "subject_id": subject_id,
         "site_id": "GZ01",
@@ -77,7 +78,11 @@ def enrolment(subject_id: str = "GZ01-005", **overrides) -> SubjectEnrolled:
         "platinum": "cisplatin",
         "source_message_id": f"{subject_id}-enrolment",
     }
-    return enrolment_event(EnrolmentIn(**(fields | overrides)), STUDY)
+    return EnrolmentIn(**(fields | overrides))
+
+
+def enrolment(subject_id: str = "GZ01-005", **overrides) -> SubjectEnrolled:
+    return enrolment_event(enrolment_request(subject_id, **overrides), STUDY)
 
 
 def dose(

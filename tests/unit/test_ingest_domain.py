@@ -3,8 +3,10 @@
 import pytest
 from pydantic import ValidationError
 
-from services.ingest.domain import EnrolmentIn, enrolment_event
-from tests.unit.factories import STUDY, ae, lab, lab_request
+from services.ingest.domain import DoseIn, drugs_outside_regimen, enrolment_event
+from shared.events import Drug
+from shared.protocol import study_protocol
+from tests.unit.factories import STUDY, ae, enrolment_request, lab, lab_request
 
 
 def test_a_lab_result_is_kept_as_reported_and_normalised_to_si_and_conventional() -> None:
@@ -52,18 +54,7 @@ def test_a_collection_time_without_offset_is_refused() -> None:
 
 
 def test_enrolment_baseline_creatinine_is_stored_in_umol_per_l() -> None:
-    request = EnrolmentIn(
-        subject_id="GZ01-001",
-        site_id="GZ01",
-        enrolled_on="2025-03-01",
-        sex="M",
-        age_years=61,
-        weight_kg=60,
-        height_cm=170,
-        baseline_creatinine={"value": 1.0, "unit": "mg/dL"},
-        liver_metastases=False,
-        platinum="cisplatin",
-    )
+    request = enrolment_request(baseline_creatinine={"value": 1.0, "unit": "mg/dL"})
     baseline = enrolment_event(request, STUDY).payload.baseline_creatinine_umol_l
     assert baseline == pytest.approx(88.4017, abs=1e-4)  # 1 mg/dL at 113.12 g/mol
 
@@ -120,28 +111,13 @@ def test_a_serious_adverse_event_without_site_awareness_is_refused_on_that_field
 
 def test_an_implausible_baseline_creatinine_is_refused_on_its_field() -> None:
     with pytest.raises(ValidationError) as error:
-        EnrolmentIn(
-            subject_id="GZ01-001",
-            site_id="GZ01",
-            enrolled_on="2025-03-01",
-            sex="M",
-            age_years=61,
-            weight_kg=60,
-            height_cm=170,
-            baseline_creatinine={"value": 25, "unit": "mg/dL"},
-            liver_metastases=False,
-            platinum="cisplatin",
-        )
+        enrolment_request(baseline_creatinine={"value": 25, "unit": "mg/dL"})
     (issue,) = error.value.errors()
     assert issue["loc"] == ("baseline_creatinine",)
     assert "not a plausible baseline creatinine" in issue["msg"]
 
 
 def test_a_drug_the_study_does_not_give_is_refused_on_its_field() -> None:
-    from services.ingest.domain import DoseIn, drugs_outside_regimen
-    from shared.events import Drug
-    from shared.protocol import study_protocol
-
     regimen = set(study_protocol("NCT05173246").regimen.drugs)
     dose = DoseIn(
         subject_id="GZ01-001",
