@@ -13,6 +13,7 @@ SERVICES = {
     "ingest": ("services.ingest.app:create_app", "ingest_port"),
     "grader": ("services.ctcae_grader.app:create_app", "grader_port"),
     "alerts": ("services.alerts.app:create_app", "alerts_port"),
+    "dsmb": ("services.dsmb.app:create_app", "dsmb_port"),
 }
 
 
@@ -167,6 +168,55 @@ def explain_subject(subject_id: str) -> int:
     return 0
 
 
+def rebuild_read_models() -> int:
+    """Empty the DSMB read models and project the whole event log again."""
+    from services.alerts.db import create_engine, upgrade_schema
+    from services.dsmb.rebuild import rebuild
+
+    settings = get_settings()
+    upgrade_schema(settings.database_url)
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            result = await rebuild(settings, engine)
+        finally:
+            await engine.dispose()
+        rate = result.events / result.seconds if result.seconds else 0.0
+        print(
+            f"rebuilt the DSMB read models from {result.events} events ({result.rows} rows, "
+            f"{result.undecodable} undecodable skipped) in {result.seconds:.1f} s "
+            f"({rate:,.0f} events/s)"
+        )
+
+    asyncio.run(run())
+    return 0
+
+
+def dsmb_report(cutoff: str, out_dir: str) -> int:
+    """Write the DSMB report as of `cutoff` into `out_dir` and print its path."""
+    from pathlib import Path
+
+    from services.alerts.db import upgrade_schema
+    from services.dsmb.report import report_from_database
+    from services.dsmb.rollups import CutoffError, parse_cutoff
+    from shared.protocol import study_protocol
+
+    settings = get_settings()
+    try:
+        instant = parse_cutoff(cutoff)
+    except CutoffError as error:
+        print(f"error: --cutoff: {error}", file=sys.stderr)
+        return 2
+    upgrade_schema(settings.database_url)
+    protocol = study_protocol(settings.study_id, settings.protocol_file)
+    report = asyncio.run(
+        report_from_database(settings.database_url, instant, protocol, Path(out_dir))
+    )
+    print(report.html)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="safetymon", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -218,7 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     boundary_cmd.add_argument("--events", type=int, help="toxicity events so far")
     boundary_cmd.add_argument("--evaluable", type=int, help="evaluable subjects so far")
 
-    commands.add_parser("migrate", help="bring the alert database to the newest schema")
+    commands.add_parser("rebuild", help="rebuild the DSMB read models from the event log")
+    report_cmd = commands.add_parser(
+        "dsmb-report", help="the DSMB report (HTML, CSV, plots) as of a data cut-off"
+    )
+    report_cmd.add_argument(
+        "--cutoff",
+        required=True,
+        help="events recorded up to: a date (the end of that day, UTC) or a date-time with offset",
+    )
+    report_cmd.add_argument("--out", required=True, help="directory to write the report into")
+
+    commands.add_parser("migrate", help="bring the database to the newest schema")
     commands.add_parser("create-topics", help="create the Kafka topics if missing")
 
     args = parser.parse_args(argv)
@@ -230,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         return stopping_boundary(args.events, args.evaluable)
     if args.command == "rules":
         return explain_subject(args.subject)
+    if args.command == "rebuild":
+        return rebuild_read_models()
+    if args.command == "dsmb-report":
+        return dsmb_report(args.cutoff, args.out)
     if args.command == "migrate":
         from services.alerts.db import upgrade_schema
 

@@ -219,6 +219,8 @@ class LabGradedPayload(Model):
     criterion: str
     reason: str
     ctcae_version: str = CTCAE_VERSION
+    # The result as a multiple of the ULN it was graded against (eDISH plots), when one was known.
+    value_per_uln: float | None = None
 
 
 class DoseAction(StrEnum):

@@ -13,7 +13,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     for_code,
 )
-from aiokafka.structs import OffsetAndMetadata, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 
@@ -199,9 +199,9 @@ async def replay_committed(
     return replayed
 
 
-async def read_subject_events(settings: Settings, topic: str, subject_id: str) -> list[bytes]:
-    """Every record of one subject on `topic`, in log order, up to the end at the time of the call
-    (records are keyed by subject id, so they sit in one partition)."""
+async def read_to_end(settings: Settings, topic: str) -> AsyncIterator[list[ConsumerRecord]]:
+    """Every record of `topic` up to its end at the time of the call, in batches; within a
+    partition in log order."""
     partitions = [TopicPartition(topic, p) for p in await _partitions_of(settings, topic)]
     reader = _log_reader(settings)
     await reader.start()
@@ -211,16 +211,26 @@ async def read_subject_events(settings: Settings, topic: str, subject_id: str) -
         remaining = {tp: end for tp, end in ends.items() if end > 0}
         if remaining:
             await reader.seek_to_beginning(*remaining)
-        key, found = subject_id.encode(), []
         while remaining:
-            batches = await reader.getmany(*remaining, timeout_ms=1000)
+            batches = await reader.getmany(*remaining, timeout_ms=1000, max_records=5000)
             for tp, records in batches.items():
-                found += [r.value for r in records if r.key == key and r.offset < remaining[tp]]
+                yield [r for r in records if r.offset < remaining[tp]]
                 if await reader.position(tp) >= remaining[tp]:
                     del remaining[tp]
-        return found
     finally:
         await reader.stop()
+
+
+async def read_subject_events(settings: Settings, topic: str, subject_id: str) -> list[bytes]:
+    """Every record of one subject on `topic`, in log order, up to the end at the time of the call
+    (records are keyed by subject id, so they sit in one partition)."""
+    key = subject_id.encode()
+    return [
+        record.value
+        async for batch in read_to_end(settings, topic)
+        for record in batch
+        if record.key == key
+    ]
 
 
 async def _partitions_of(settings: Settings, topic: str) -> list[int]:

@@ -337,8 +337,18 @@ class ToxicityMonitoring(Model):
     prior_b: float = Field(gt=0)
     posterior_threshold: float = Field(ge=0.5, lt=1)
     max_subjects: int = Field(ge=1, le=10_000)
+    # How the event is counted from the data: within this many days of the first dose; grade 4
+    # AEs of these system organ classes and terms are haematological, so not counted.
+    window_days: int = Field(ge=1, le=3650)
+    haematological_socs: tuple[str, ...] = ()
+    haematological_terms: tuple[str, ...] = ()
     source: str = Field(min_length=1)
     status: RuleStatus
+
+    @field_validator("haematological_terms")
+    @classmethod
+    def _ctcae_terms(cls, terms: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(require_term(term).term for term in terms)
 
     def rule(self) -> StoppingRule:
         return StoppingRule(

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     ingest_port: int = Field(8001, validation_alias="INGEST_PORT")
     grader_port: int = Field(8002, validation_alias="GRADER_PORT")
     alerts_port: int = Field(8003, validation_alias="ALERTS_PORT")
+    dsmb_port: int = Field(8004, validation_alias="DSMB_PORT")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
 
     @model_validator(mode="after")

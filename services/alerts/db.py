@@ -1,6 +1,7 @@
 """Alert store schema (SQLAlchemy Core) and engine set-up. The schema is created by Alembic
 (services/alerts/migrations); these table objects are what the code queries."""
 
+import fcntl
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -134,4 +135,12 @@ def upgrade_schema(database_url: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", database_url)
-    command.upgrade(config, "head")
+    if not database_url.startswith("sqlite"):
+        command.upgrade(config, "head")  # serialised by an advisory lock (migrations/env.py)
+        return
+    # SQLite has no advisory lock: services starting at once take turns on a lock file.
+    lock_path = Path(database_url.split("///", 1)[-1] + ".migrate.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        command.upgrade(config, "head")

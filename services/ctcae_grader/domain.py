@@ -125,7 +125,7 @@ def grade_lab_event(
     refs = lab_references(event, state, ranges)
     graded = []
     for result in grade_reported(lab.test, reported.value, reported.unit, lab.comparator, refs):
-        payload = graded_payload(event, result)
+        payload = graded_payload(event, result, refs)
         # The graded value is part of the id: a corrected result's grade is a new event.
         basis = content_fingerprint(
             [payload.graded_value, payload.graded_unit, payload.grade, payload.minimum_grade]
@@ -155,8 +155,11 @@ def lab_references(
     return References(lln=lln, uln=uln, baseline=baseline, fasting=lab.fasting, source=source)
 
 
-def graded_payload(event: LabResultReported, result: TermGrade) -> LabGradedPayload:
+def graded_payload(
+    event: LabResultReported, result: TermGrade, refs: References
+) -> LabGradedPayload:
     lab = event.payload
+    uln = refs.uln
     return LabGradedPayload(
         lab_event_id=event.event_id,
         test=lab.test,
@@ -172,6 +175,7 @@ def graded_payload(event: LabResultReported, result: TermGrade) -> LabGradedPayl
         minimum_grade=result.minimum_grade,
         criterion=result.criterion,
         reason=result.reason,
+        value_per_uln=lab.reported.value / uln if uln else None,
     )
 
 

@@ -1,4 +1,4 @@
-"""The three services as child processes, the way the demo and the end-to-end tests run them."""
+"""The services as child processes, the way the demo and the end-to-end tests run them."""
 
 import asyncio
 import os
@@ -13,13 +13,13 @@ import httpx
 from services.common.net import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("ingest", "grader", "alerts")
+SERVICES = ("ingest", "grader", "alerts", "dsmb")
 
 
 def service_environment(
     *, bootstrap: str, database_url: str, namespace: str, smtp_port: int, **extra: str
 ) -> dict[str, str]:
-    """What the three services of one run share: the broker, the database, a topic namespace of
+    """What the services of one run share: the broker, the database, a topic namespace of
     their own and the SMTP server on this host; `extra` adds or replaces settings."""
     return os.environ | {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -32,7 +32,7 @@ def service_environment(
 
 
 class Services:
-    """The three services as child processes on free local ports, a log file each in `log_dir`."""
+    """The services as child processes on free local ports, a log file each in `log_dir`."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         ports = {service: free_port() for service in SERVICES}
@@ -44,7 +44,7 @@ class Services:
     def start(self) -> None:
         logs = self.log_dir
         logs.mkdir(parents=True, exist_ok=True)
-        for service in ("alerts", "grader", "ingest"):
+        for service in ("alerts", "dsmb", "grader", "ingest"):
             log_file = open(logs / f"{service}.log", "w")
             self.processes[service] = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", "serve", service],

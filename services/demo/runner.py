@@ -1,8 +1,8 @@
 """`safetymon demo`: the synthetic cohort through the live pipeline, end to end.
 
-Starts (or reuses) the local Kafka broker, an SMTP sink, and the three services as processes;
-posts the cohort to ingest over HTTP; shows alerts as the alert service stores them; prints a
-summary; stops everything it started.
+Starts (or reuses) the local Kafka broker, an SMTP sink, and the services as processes; posts
+the cohort to ingest over HTTP; shows alerts as the alert service stores them; prints a summary;
+writes the DSMB report as of now; stops everything it started.
 """
 
 import asyncio
@@ -26,7 +26,10 @@ from rich.table import Table
 from services.demo.cohort import Submission, build_cohort
 from services.demo.processes import Services, service_environment
 from services.demo.smtp_sink import SmtpSink
+from services.dsmb.report import report_from_database
 from shared.events import EventDecodeError, decode_event
+from shared.protocol import study_protocol
+from shared.settings import get_settings
 from shared.topics import ALERTS, ASSESSMENTS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -240,6 +243,20 @@ async def acknowledge_first_critical(client: httpx.AsyncClient, url: str, feed: 
     console.print(f"acknowledged '{alert['title']}' as safety-physician-01 -> {state}")
 
 
+async def wait_for_projection(
+    client: httpx.AsyncClient, dsmb_url: str, alerts: int, timeout_s: float = 60.0
+) -> None:
+    """Until the DSMB read models hold every stored alert and their row counts stop moving."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        counts = (await client.get(f"{dsmb_url}/v1/dsmb/read-models")).json()
+        if counts == last and counts["dsmb_alerts"] >= alerts:
+            return
+        last = counts
+        await asyncio.sleep(1.0)
+    raise RuntimeError(f"the DSMB projection did not catch up in {timeout_s:.0f} s")
+
+
 async def run(subjects: int, cycles: int, seed: int) -> int:
     started = time.monotonic()
     cohort = build_cohort(subjects, cycles, seed)
@@ -302,6 +319,13 @@ async def run(subjects: int, cycles: int, seed: int) -> int:
             if not settled:
                 console.print("[bold red]the pipeline did not settle in time[/bold red]")
                 return 1
+            await wait_for_projection(client, urls["dsmb"], len(feed.seen))
+            settings = get_settings()
+            protocol = study_protocol(settings.study_id, settings.protocol_file)
+            report = await report_from_database(
+                database_url, datetime.now(UTC), protocol, WORK_DIR / "dsmb-report"
+            )
+            console.print(f"DSMB report as of now: [bold]{report.html}[/bold]")
             (WORK_DIR / "last-run.json").write_text(
                 json.dumps(
                     {

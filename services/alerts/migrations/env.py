@@ -3,16 +3,22 @@
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from services.alerts.db import create_engine, metadata
 
 config = context.config
+# Two services may start at once and both upgrade: on PostgreSQL the second waits here until the
+# first has committed, then finds nothing left to do.
+MIGRATION_LOCK = 5_173_246
 
 
 def run_migrations(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
         context.run_migrations()
 
 

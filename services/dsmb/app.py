@@ -1,0 +1,115 @@
+"""DSMB service: projects every event into the read models and answers rollup queries as of a
+data cut-off."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import FastAPI, HTTPException, Query
+from sqlalchemy import func, select, text
+
+from services.alerts.db import create_engine, upgrade_schema
+from services.common.consumer import subscribe
+from services.common.http import add_operational_routes, configure_logging
+from services.dsmb.projector import Projector
+from services.dsmb.readmodels import READ_MODELS, create_current_views
+from services.dsmb.rollups import (
+    CutoffError,
+    RollupTable,
+    all_rollups,
+    load_snapshot,
+    parse_cutoff,
+)
+from shared.ae_dictionary import load_ae_dictionary
+from shared.events import Envelope, utc_now
+from shared.kafka import broker_running, make_broker
+from shared.protocol import study_protocol
+from shared.settings import Settings, get_settings
+from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
+
+log = logging.getLogger(__name__)
+CUTOFF_HELP = (
+    "Events recorded up to this instant: an ISO date (the end of that day, UTC) or a date-time "
+    "with its UTC offset; default: now."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    broker = make_broker(settings, client_id="safetymon-dsmb")
+    engine = create_engine(settings.database_url)
+    dictionary = load_ae_dictionary()
+    protocol = study_protocol(settings.study_id, settings.protocol_file)
+    projector = Projector(engine, dictionary)
+
+    async def on_event(event: Envelope) -> None:
+        await projector.project([event])
+
+    # One consumer group per topic: each topic's events are projected independently.
+    for name, topic in (
+        ("clinical", CLINICAL_EVENTS),
+        ("assessments", ASSESSMENTS),
+        ("alerts", ALERTS),
+    ):
+        subscribe(broker, settings, f"dsmb-{name}", settings.topic(topic), on_event)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(upgrade_schema, settings.database_url)
+        await create_current_views(engine)
+        async with broker_running(settings, broker):
+            yield
+        await engine.dispose()
+
+    app = FastAPI(title="safetymon DSMB rollups", version="1", lifespan=lifespan)
+
+    async def checks() -> dict[str, bool]:
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            database = True
+        except Exception:
+            database = False
+        return {"kafka": await broker.ping(timeout=2.0), "database": database}
+
+    add_operational_routes(app, "dsmb", checks)
+
+    async def tables_at(cutoff: str | None) -> list[RollupTable]:
+        try:
+            instant = parse_cutoff(cutoff) if cutoff else utc_now()
+        except CutoffError as error:
+            raise HTTPException(422, {"field": "cutoff", "reason": str(error)}) from None
+        return all_rollups(await load_snapshot(engine, instant), protocol, dictionary)
+
+    @app.get("/v1/dsmb/read-models")
+    async def read_model_rows() -> dict[str, int]:
+        """Rows per read model: how far the projection has got."""
+        async with engine.connect() as connection:
+            return {
+                table.name: (
+                    await connection.execute(select(func.count()).select_from(table))
+                ).scalar_one()
+                for table in READ_MODELS
+            }
+
+    @app.get("/v1/dsmb/rollups", response_model=list[RollupTable])
+    async def rollups(
+        cutoff: Annotated[str | None, Query(description=CUTOFF_HELP)] = None,
+    ) -> list[RollupTable]:
+        """Every DSMB table as of the cut-off."""
+        return await tables_at(cutoff)
+
+    @app.get("/v1/dsmb/rollups/{name}", response_model=RollupTable)
+    async def rollup(
+        name: str, cutoff: Annotated[str | None, Query(description=CUTOFF_HELP)] = None
+    ) -> RollupTable:
+        """One DSMB table (disposition, exposure, ae_by_soc, ...) as of the cut-off."""
+        tables = {table.name: table for table in await tables_at(cutoff)}
+        if name not in tables:
+            raise HTTPException(404, f"no rollup '{name}'; there are: {', '.join(tables)}")
+        return tables[name]
+
+    return app
