@@ -139,6 +139,7 @@ def _decision_rows(event: DoseDecisionMade) -> list[Row]:
         _version(event, event.event_id, part=str(action.drug))
         | {
             "rule_id": p.rule_id,
+            "cause_id": event.causation_id,
             "action": action.action.value,
             "from_level": action.from_level,
             "to_level": action.to_level,

@@ -102,6 +102,7 @@ lab_grades = _fact_table(
 dose_decisions = _fact_table(
     "dsmb_dose_decisions",
     Column("rule_id", String(50), nullable=False),  # part: the drug
+    Column("cause_id", Uuid),  # the clinical event the decision was made on
     Column("action", String(20), nullable=False),
     Column("from_level", Integer),
     Column("to_level", Integer),

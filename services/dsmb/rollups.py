@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.dsmb import readmodels as rm
 from shared.ae_dictionary import AeDictionary
-from shared.protocol import AeCondition, Protocol
+from shared.protocol import Protocol
 from shared.stopping_rule import MonitoringStatus
 
 Row = dict[str, Any]
@@ -171,10 +171,10 @@ def relative_dose_intensity(
     doses: list[Row], planned_dose: float, per_cycle: int, cycle_days: int
 ) -> float:
     """Dose given / dose planned over the subject's time on the drug: from the first dose to the
-    end of the last cycle started (per_cycle administrations of planned_dose each cycle)."""
-    first = min(d["administered_at"] for d in doses)
-    last = max(d["administered_at"] for d in doses)
-    cycles = ((last - first).days + cycle_days) / cycle_days
+    end of the last cycle started (per_cycle administrations of planned_dose each cycle). A
+    cycle starts on its day 1: a day-8 dose is (day - 1) days after its cycle's start."""
+    starts = [(d["administered_at"] - timedelta(days=d["day"] - 1)).date() for d in doses]
+    cycles = ((max(starts) - min(starts)).days + cycle_days) / cycle_days
     return sum(d["dose"] for d in doses) / (planned_dose * per_cycle * cycles)
 
 
@@ -448,27 +448,17 @@ class ToxicityCount:
     subjects_with_event: tuple[str, ...]
 
 
-def irae_discontinuation_rules(protocol: Protocol) -> set[str]:
-    return {
-        rule.id
-        for rule in protocol.rules
-        if isinstance(rule.when, AeCondition)
-        and rule.when.immune_related
-        and "discontinue" in {action.value for action in rule.actions.values()}
-    }
-
-
 def toxicity_count(snapshot: Snapshot, protocol: Protocol) -> ToxicityCount | None:
     """The protocol's toxicity event per treated subject within its window from the first dose:
-    a treatment-related death, a grade 4 non-haematological AE, or a discontinuation by an
-    immune-related AE rule. Evaluable: the window has passed by the cut-off, or the event
-    occurred."""
+    a treatment-related death, a grade 4 non-haematological AE, or a permanent discontinuation
+    decided on an AE the site reported as immune-related. Evaluable: the window has passed by
+    the cut-off, or the event occurred."""
     monitoring = protocol.toxicity_monitoring
     if monitoring is None:
         return None
     window = timedelta(days=monitoring.window_days)
     first = first_doses(snapshot)
-    irae_rules = irae_discontinuation_rules(protocol)
+    immune_related_aes = {ae["fact_id"] for ae in snapshot.adverse_events if ae["immune_related"]}
 
     def within(subject: str, on: date | datetime) -> bool:
         start = first[subject]
@@ -492,7 +482,7 @@ def toxicity_count(snapshot: Snapshot, protocol: Protocol) -> ToxicityCount | No
         subject = decision["subject_id"]
         if (
             decision["action"] == "discontinue"
-            and decision["rule_id"] in irae_rules
+            and decision["cause_id"] in immune_related_aes
             and subject in first
             and within(subject, decision["decided_for"])
         ):

@@ -75,6 +75,7 @@ def upgrade() -> None:
     _fact_table(
         "dsmb_dose_decisions",
         sa.Column("rule_id", sa.String(50), nullable=False),
+        sa.Column("cause_id", sa.Uuid()),
         sa.Column("action", sa.String(20), nullable=False),
         sa.Column("from_level", sa.Integer()),
         sa.Column("to_level", sa.Integer()),
