@@ -1,6 +1,8 @@
 """Helpers for tests that talk to the real broker: run an app with its lifespan, read topics."""
 
 import asyncio
+import os
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
@@ -114,3 +117,23 @@ PHYSICIAN = {"Authorization": "Bearer local-only-token-safety-physician-01-not-f
 PHYSICIAN_2 = {"Authorization": "Bearer local-only-token-safety-physician-02-not-for-production"}
 VIEWER = {"Authorization": "Bearer local-only-token-viewer-01-not-for-production"}
 SITE_GZ01 = {"Authorization": "Bearer local-only-token-site-user-gz01-not-for-production"}
+
+
+# Headless-browser tests: Debian's Chromium driven by playwright-core from tests/e2e/browser.
+BROWSER_DIR = Path(__file__).resolve().parent / "e2e" / "browser"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def browser_ready() -> None:
+    """Fail (never skip) with what to do when the browser or its driver is not installed."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: scripts/test installs it "
+            "(apt-get install -y chromium); set CHROMIUM to use another binary"
+        )
+    if shutil.which("node") is None:
+        pytest.fail(f"node not found: the browser tests run the scripts in {BROWSER_DIR}")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        pytest.fail(
+            f"playwright-core not installed in {BROWSER_DIR}: scripts/test runs npm ci there"
+        )

@@ -17,8 +17,6 @@ alert's Resolve refused without a comment), desk-conflict.png (the 409), desk-ti
 
 import asyncio
 import json
-import os
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -35,14 +33,20 @@ from services.demo.smtp_sink import SmtpSink
 from services.ingest.domain import RetractionIn, retraction_event
 from shared.events import AlertRaised, Envelope, LabResultReported, utc_now
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
-from tests.support import PHYSICIAN_2, USERS_FILE, produce_events, scratch_database
+from tests.support import (
+    BROWSER_DIR,
+    CHROMIUM,
+    PHYSICIAN_2,
+    USERS_FILE,
+    browser_ready,
+    produce_events,
+    scratch_database,
+)
 from tests.unit.factories import STUDY, ae, lab
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "desk"
-BROWSER_DIR = Path(__file__).parent / "browser"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 MARKUP = '<img src=x onerror="window.__xss=1"><b>'
 # A published throwaway account of deploy/users.example.yaml (local use and tests only).
 PHYSICIAN, PASSWORD = "safety-physician-01", "local-physician-pass"
@@ -93,21 +97,6 @@ async def desk(kafka_bootstrap: str, desk_database_url: str) -> AsyncIterator[De
     finally:
         services.stop()
         sink.stop()
-
-
-def browser_ready() -> None:
-    """Fail (never skip) with what to do when the browser or its driver is not installed."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"Chromium not found at {CHROMIUM}: scripts/test installs it "
-            "(apt-get install -y chromium); set CHROMIUM to use another binary"
-        )
-    if shutil.which("node") is None:
-        pytest.fail("node not found: the desk browser test runs tests/e2e/browser/desk.mjs")
-    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
-        pytest.fail(
-            f"playwright-core not installed in {BROWSER_DIR}: scripts/test runs npm ci there"
-        )
 
 
 def subject_labs() -> tuple[LabResultReported, LabResultReported, Envelope]:

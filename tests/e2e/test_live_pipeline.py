@@ -1,22 +1,28 @@
-"""End to end: the three services as processes, the real Kafka broker, PostgreSQL, an SMTP server.
+"""End to end: the services as processes, the real Kafka broker, PostgreSQL, an SMTP server.
 
 A day-1 lab with ANC 0.9 x10^9/L posted to ingest over HTTP must become, within 10 s, an alert row
-in PostgreSQL and an email in the mailbox.
+in PostgreSQL and an email in the mailbox. The DSMB service's read models must give the same
+rollups for a cut-off after a later correction, and equal, row for row, a rebuild from the log.
 """
 
 import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerts.db import alerts, create_engine
 from services.demo.processes import Services, service_environment
 from services.demo.smtp_sink import SmtpSink
+from services.dsmb.readmodels import READ_MODELS
+from services.dsmb.rebuild import rebuild
+from shared.settings import Settings
 from tests.support import PHYSICIAN, USERS_FILE, eventually
 
 pytestmark = pytest.mark.e2e
@@ -29,16 +35,18 @@ class Pipeline:
     urls: dict[str, str]
     sink: SmtpSink
     database_url: str
+    settings: Settings
 
 
 @pytest.fixture(scope="module")
 async def pipeline(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Pipeline]:
     sink = SmtpSink()
     sink.start()
+    namespace = f"e2e-{time.time_ns()}."
     env = service_environment(
         bootstrap=kafka_bootstrap,
         database_url=database_url,
-        namespace=f"e2e-{time.time_ns()}.",
+        namespace=namespace,
         smtp_port=sink.port,
         ALERT_EMAIL_RECIPIENTS="safety-desk@example.org",
         USERS_FILE=USERS_FILE,
@@ -49,7 +57,12 @@ async def pipeline(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Pip
     urls = services.urls
     try:
         await services.wait_healthy()
-        yield Pipeline(services, urls, sink, database_url)
+        settings = Settings(
+            KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+            DATABASE_URL=database_url,
+            TOPIC_NAMESPACE=namespace,
+        )
+        yield Pipeline(services, urls, sink, database_url, settings)
     finally:
         services.stop()
         sink.stop()
@@ -127,9 +140,10 @@ async def test_every_service_exposes_health_and_metrics(pipeline: Pipeline) -> N
         for name, url in pipeline.urls.items():
             assert (await client.get(f"{url}/health")).status_code == 200, name
             metrics = (await client.get(f"{url}/metrics/")).text
-            if name != "ingest":  # a sample line, not just the metric's HELP/TYPE
+            consumer = {"ingest": None, "dsmb": "dsmb-clinical"}.get(name, name)
+            if consumer:  # a sample line, not just the metric's HELP/TYPE
                 assert (
-                    f'safetymon_consumed_messages_total{{outcome="processed",service="{name}"}}'
+                    f'safetymon_consumed_messages_total{{outcome="processed",service="{consumer}"}}'
                     in metrics
                 ), name
         ingest_metrics = (await client.get(f"{pipeline.urls['ingest']}/metrics/")).text
@@ -178,10 +192,106 @@ async def test_the_subject_timeline_shows_the_lab_its_grade_the_decision_and_the
     assert missing.status_code == 404
 
 
+async def projection_settled(pipeline: Pipeline, client: httpx.AsyncClient) -> dict[str, int]:
+    """The DSMB read models' row counts once they hold every stored alert and stop moving."""
+    url = f"{pipeline.urls['dsmb']}/v1/dsmb/read-models"
+    last: dict[str, int] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        counts = (await client.get(url)).json()
+        engine = create_engine(pipeline.database_url)
+        try:
+            async with engine.connect() as conn:
+                stored = len((await conn.execute(select(alerts.c.alert_id))).all())
+        finally:
+            await engine.dispose()
+        if counts == last and counts["dsmb_alerts"] >= stored:
+            return counts
+        last = counts
+        await asyncio.sleep(1.0)
+    raise AssertionError(f"the DSMB projection did not settle: {last}")
+
+
+async def test_a_dsmb_cutoff_report_is_unchanged_by_a_later_correction(pipeline: Pipeline) -> None:
+    ingest, dsmb = pipeline.urls["ingest"], pipeline.urls["dsmb"]
+    async with httpx.AsyncClient(timeout=30) as client:
+        lab = await client.post(f"{ingest}/v1/labs", json=day1_lab("GZ01-110", 0.8))
+        (lab_event_id,) = lab.json()["event_ids"]
+        assert await eventually(lambda: alert_rows(pipeline.database_url, "GZ01-110"), 10.0)
+        await projection_settled(pipeline, client)
+        cutoff = datetime.now(UTC).isoformat()
+        before = (await client.get(f"{dsmb}/v1/dsmb/rollups", params={"cutoff": cutoff})).json()
+
+        correction = await client.post(
+            f"{ingest}/v1/lab-corrections",
+            json={
+                "subject_id": "GZ01-110",
+                "site_id": "GZ01",
+                "corrected_event_id": lab_event_id,
+                "reason": "re-run on a fresh sample",
+                "corrected": day1_lab("GZ01-110", 2.4),
+                "source_system": "edc",
+                "source_message_id": "GZ01-110-fix-1",
+            },
+        )
+        assert correction.status_code == 202
+        await eventually(lambda: retracted_alerts(pipeline, "GZ01-110"), 10.0)
+        await projection_settled(pipeline, client)
+        again = (await client.get(f"{dsmb}/v1/dsmb/rollups", params={"cutoff": cutoff})).json()
+        now = (await client.get(f"{dsmb}/v1/dsmb/rollups/dose_modifications")).json()
+        bad = await client.get(f"{dsmb}/v1/dsmb/rollups", params={"cutoff": "2026-06-30T00:00"})
+        unknown = await client.get(f"{dsmb}/v1/dsmb/rollups/no-such-table")
+
+    assert again == before
+    holds = {tuple(row[:3]): row[3] for row in table(before, "dose_modifications")["rows"]}
+    holds_now = {tuple(row[:3]): row[3] for row in now["rows"]}
+    for drug in ("nab-paclitaxel", "cisplatin"):  # the 0.8 held both; the corrected 2.4 neither
+        assert holds_now[(drug, "hold", "D1-ANC-HOLD")] == holds[(drug, "hold", "D1-ANC-HOLD")] - 1
+    assert bad.status_code == 422 and bad.json()["detail"]["field"] == "cutoff"
+    assert "no UTC offset" in bad.json()["detail"]["reason"]
+    assert unknown.status_code == 404
+
+
+def table(tables: list[dict], name: str) -> dict:
+    return next(t for t in tables if t["name"] == name)
+
+
+async def retracted_alerts(pipeline: Pipeline, subject: str) -> list[dict]:
+    return [
+        r for r in await alert_rows(pipeline.database_url, subject) if r["status"] == "retracted"
+    ]
+
+
+async def test_the_read_models_equal_a_rebuild_from_the_log_row_for_row(
+    pipeline: Pipeline,
+) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        await projection_settled(pipeline, client)
+    engine = create_engine(pipeline.database_url)
+    try:
+        live = await read_model_rows(engine)
+        result = await rebuild(pipeline.settings, engine)
+        rebuilt = await read_model_rows(engine)
+    finally:
+        await engine.dispose()
+
+    assert result.events > 0 and result.undecodable == 0
+    assert sum(len(rows) for rows in live.values()) > 20
+    assert rebuilt == live
+
+
+async def read_model_rows(engine: AsyncEngine) -> dict[str, list[tuple]]:
+    async with engine.connect() as conn:
+        return {
+            table.name: sorted(tuple(row) for row in (await conn.execute(select(table))).all())
+            for table in READ_MODELS
+        }
+
+
 async def test_services_shut_down_cleanly_on_sigterm(pipeline: Pipeline) -> None:
     started = time.monotonic()
     exit_codes = await asyncio.to_thread(pipeline.services.stop)
-    assert exit_codes == {"alerts": 0, "grader": 0, "ingest": 0}
+    assert exit_codes == {"alerts": 0, "dsmb": 0, "grader": 0, "ingest": 0}
     assert time.monotonic() - started < 30
     for name in exit_codes:
         log = (ARTIFACTS / f"{name}.log").read_text()
