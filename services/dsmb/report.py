@@ -134,10 +134,11 @@ def swimmer_plot(snapshot: Snapshot, protocol: Protocol, path: Path) -> Path:
     first = first_doses(snapshot)
     subjects = sorted(first)[:SWIMMER_MAX_SUBJECTS]
     cycle = timedelta(days=protocol.regimen.cycle_length_days)
-    last_dose: dict[str, datetime] = {}
+    # A bar runs to the end of the last cycle started; an arrow marks a subject still on treatment.
+    last_cycle_start: dict[str, datetime] = {}
     for dose in snapshot.doses:
-        s = dose["subject_id"]
-        last_dose[s] = max(dose["administered_at"], last_dose.get(s, dose["administered_at"]))
+        s, start = dose["subject_id"], dose["administered_at"] - timedelta(days=dose["day"] - 1)
+        last_cycle_start[s] = max(start, last_cycle_start.get(s, start))
     off = off_treatment(snapshot)
 
     def days(subject: str, at: datetime) -> float:
@@ -146,8 +147,10 @@ def swimmer_plot(snapshot: Snapshot, protocol: Protocol, path: Path) -> Path:
     figure = Figure(figsize=(9, 1.5 + 0.22 * len(subjects)))
     axes = figure.subplots()
     for row, s in enumerate(subjects):
-        end = last_dose[s] + cycle if s in off else max(snapshot.cutoff, last_dose[s])
-        axes.barh(row, days(s, end), color="#9ecae1" if s not in off else "#d9d9d9", height=0.6)
+        end = days(s, last_cycle_start[s] + cycle)
+        axes.barh(row, end, color="#d9d9d9" if s in off else "#9ecae1", height=0.6)
+        if s not in off:
+            axes.annotate("", (end + 6, row), (end, row), arrowprops={"arrowstyle": "->"})
     markers = {"hold": ("|", "orange"), "reduce": ("v", "purple"), "discontinue": ("x", "red")}
     for action, (marker, colour) in markers.items():
         points = [
