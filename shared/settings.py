@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     # How often failed or pending alert emails are tried again.
     notification_retry_s: float = Field(15.0, gt=0, validation_alias="NOTIFICATION_RETRY_S")
 
+    # Interoperability (HL7 v2, FHIR, SDTM): each site's HL7 sending facilities and local test
+    # codes (YAML; default interop/<STUDY_ID>.yaml), and the enrolment map from hospital patient
+    # identifiers and SDTM USUBJIDs to study subjects (CSV; default
+    # interop/<STUDY_ID>.enrolment.csv). It holds identifiers of patients: keep it out of images.
+    interop_file: str | None = Field(None, validation_alias="INTEROP_FILE")
+    enrolment_map_file: str | None = Field(None, validation_alias="ENROLMENT_MAP_FILE")
+    mllp_port: int = Field(2575, validation_alias="MLLP_PORT")  # HL7 v2 over MLLP (ingest)
+
     bind_host: str = Field("127.0.0.1", validation_alias="BIND_HOST")
     ingest_port: int = Field(8001, validation_alias="INGEST_PORT")
     grader_port: int = Field(8002, validation_alias="GRADER_PORT")

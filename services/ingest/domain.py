@@ -214,10 +214,16 @@ def _start_of(day: date) -> datetime:
     return datetime.combine(day, time(0), UTC)
 
 
+def event_id_of(event_type: str, study_id: str, source: Source) -> UUID:
+    """The id of the event a source's message states: a resend gets the same id, and a sender
+    that corrects or withdraws a result names it by its own message id."""
+    return derive_id(event_type, study_id, source.system, source.message_id)
+
+
 def _envelope_fields(request: SubmissionIn, study_id: str, event_type: str) -> dict:
     source = request.source()
     return {
-        "event_id": derive_id(event_type, study_id, source.system, source.message_id),
+        "event_id": event_id_of(event_type, study_id, source),
         "study_id": study_id,
         "site_id": request.site_id,
         "subject_id": request.subject_id,
