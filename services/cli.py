@@ -217,6 +217,32 @@ def dsmb_report(cutoff: str, out_dir: str) -> int:
     return 0
 
 
+def import_command(
+    paths: list[str], ingest_url: str | None, offset: str | None, errors: str | None
+) -> int:
+    """Send files to ingest; exit 0 if every row/message was accepted, 3 if some were rejected
+    (see the error report), 2 if a file could not be imported."""
+    from pathlib import Path
+
+    from services.ingest.interop.importer import ImportFailed, import_files
+
+    settings = get_settings()
+    url = ingest_url or f"http://{settings.bind_host}:{settings.ingest_port}"
+    try:
+        results = import_files(
+            [Path(p) for p in paths], url, offset, Path(errors) if errors else None
+        )
+    except ImportFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for r in results:
+        print(
+            f"{r.path.name}: {r.units} sent, {r.accepted} accepted, {len(r.rejected)} rejected, "
+            f"{r.skipped} left out (not monitored), {r.seconds:.1f} s ({r.rate:,.0f}/s)"
+        )
+    return 3 if any(r.rejected for r in results) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="safetymon", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -279,6 +305,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     report_cmd.add_argument("--out", required=True, help="directory to write the report into")
 
+    import_cmd = commands.add_parser(
+        "import",
+        help="send SDTM (.csv, .xpt), HL7 v2 (.hl7) or FHIR (.json) files to ingest",
+    )
+    import_cmd.add_argument("files", nargs="+", metavar="FILE")
+    import_cmd.add_argument(
+        "--ingest-url", help="ingest's base URL (default http://BIND_HOST:INGEST_PORT)"
+    )
+    import_cmd.add_argument(
+        "--utc-offset",
+        metavar="+08:00",
+        help="the sites' UTC offset for SDTM --DTC date-times that carry none",
+    )
+    import_cmd.add_argument(
+        "--errors", metavar="DIR", help="where to write FILE.errors.csv (default: beside FILE)"
+    )
+
     commands.add_parser("migrate", help="bring the database to the newest schema")
     commands.add_parser("create-topics", help="create the Kafka topics if missing")
 
@@ -295,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         return rebuild_read_models()
     if args.command == "dsmb-report":
         return dsmb_report(args.cutoff, args.out)
+    if args.command == "import":
+        return import_command(args.files, args.ingest_url, args.utc_offset, args.errors)
     if args.command == "migrate":
         from services.alerts.db import upgrade_schema
 

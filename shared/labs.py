@@ -265,6 +265,7 @@ UNIT_SPELLINGS: dict[str, tuple[str, ...]] = {
     "x10e9/l": ("10*9/L",),
     "10*9/l": ("10*9/L",),
     "giga/l": ("10*9/L",),
+    "gi/l": ("10*9/L",),  # SDTM data (CDISC pilot) spell 10^9/L so
     "g/l": ("g/L", "10*9/L"),
     "10^3/ul": ("10*3/uL",),
     "x10^3/ul": ("10*3/uL",),
@@ -320,6 +321,7 @@ def canonical_unit(test: LabTest, unit: str) -> str:
     )
 
 
+@cache  # failures too: a feed with one unknown unit repeats it on every row
 def _convertible(test: LabTest, ucum: str) -> bool:
     try:
         factor_to_si(test, ucum)

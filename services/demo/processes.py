@@ -37,7 +37,9 @@ class Services:
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         ports = {service: free_port() for service in SERVICES}
         self.urls = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
+        self.mllp_port = free_port()
         self.env = env | {f"{service.upper()}_PORT": str(port) for service, port in ports.items()}
+        self.env["MLLP_PORT"] = str(self.mllp_port)
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen] = {}
 

@@ -2,14 +2,15 @@
 
 Answers 202 only once the broker has acknowledged the event."""
 
-import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from faststream.kafka import KafkaBroker
+from pydantic import BaseModel
 
 from services.common.http import add_operational_routes, configure_logging
 from services.ingest.domain import (
@@ -20,18 +21,18 @@ from services.ingest.domain import (
     LabResultIn,
     RetractionIn,
     SubmissionIn,
-    drugs_outside_regimen,
-    to_event,
 )
-from shared.kafka import broker_running, make_broker, publish_events
-from shared.metrics import INGEST_REJECTS, INGESTED_EVENTS
+from services.ingest.interop.common import study_directory
+from services.ingest.interop.mllp import serve_mllp
+from services.ingest.interop.routes import add_interop_routes, handle_hl7
+from services.ingest.publisher import EventLogUnavailable, Publisher
+from shared.kafka import broker_running, make_broker
+from shared.metrics import INGEST_REJECTS
 from shared.protocol import study_protocol
 from shared.settings import Settings, get_settings
 from shared.topics import CLINICAL_EVENTS
 
-log = logging.getLogger(__name__)
 MAX_BATCH = 1000
-PUBLISH_TIMEOUT_S = 30.0
 
 
 class Accepted(BaseModel):
@@ -56,14 +57,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     broker = make_broker(settings, client_id="safetymon-ingest")
-    topic = settings.topic(CLINICAL_EVENTS)
     regimen = set(study_protocol(settings.study_id, settings.protocol_file).regimen.drugs)
+    publisher = Publisher(broker, settings.topic(CLINICAL_EVENTS), settings.study_id, regimen)
+    directory = study_directory(
+        settings.study_id, settings.interop_file, settings.enrolment_map_file
+    )
+
+    async def mllp_handler(message: bytes) -> bytes:
+        return (await handle_hl7(publisher, directory, message))[1]
 
     app = FastAPI(
         title="safetymon ingest",
         version="1",
         description="Clinical facts in: enrolment, lab results, adverse events, doses.",
-        lifespan=lambda _: broker_running(settings, broker),
+        lifespan=lambda _: running(settings, broker, mllp_handler),
     )
 
     async def broker_ok() -> dict[str, bool]:
@@ -84,27 +91,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events, problems = [], []
         for index, request in enumerate(requests):
             where = (index,) if endpoint.endswith("/batch") else ()
-            problems += [
-                ((*where, *field), reason, "unknown_drug")
-                for field, reason in drugs_outside_regimen(request, regimen)
-            ]
-            try:
-                events.append(to_event(request, settings.study_id))
-            except ValidationError as error:
-                # Valid as sent, invalid once normalised (e.g. out of range in SI units).
-                problems += [((*where, *e["loc"]), e["msg"], e["type"]) for e in error.errors()]
+            event, refusals = publisher.events_of(request)
+            problems += [((*where, *r.location), r.reason, r.kind) for r in refusals]
+            if event is not None:
+                events.append(event)
         if problems:
             INGEST_REJECTS.labels(endpoint, "invalid").inc()
             raise _Refused(problems)
         try:
-            await publish_events(broker, topic, events, PUBLISH_TIMEOUT_S)
-        except Exception as error:
+            await publisher.publish(events, endpoint)
+        except EventLogUnavailable as error:
             # Not acknowledged: tell the client to retry; a resend keeps the same event ids.
-            INGEST_REJECTS.labels(endpoint, "broker_unavailable").inc()
-            log.exception("publish to %s failed", topic)
-            raise HTTPException(503, "event log unavailable: retry the same request") from error
-        for event in events:
-            INGESTED_EVENTS.labels(event.event_type).inc()
+            raise HTTPException(503, str(error), headers={"Retry-After": "5"}) from error
         return Accepted(accepted=len(events), event_ids=[str(e.event_id) for e in events])
 
     def routes(path: str, model: type[SubmissionIn], summary: str) -> None:
@@ -129,4 +127,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routes("/v1/doses", DoseIn, "Report a dose administration")
     routes("/v1/lab-corrections", LabCorrectionIn, "Correct an earlier lab result")
     routes("/v1/retractions", RetractionIn, "Withdraw an earlier event")
+    add_interop_routes(app, publisher, directory)
     return app
+
+
+@asynccontextmanager
+async def running(
+    settings: Settings, broker: KafkaBroker, mllp_handler: Callable[[bytes], Awaitable[bytes]]
+) -> AsyncIterator[None]:
+    """The broker, and the HL7 v2 MLLP listener beside the HTTP one."""
+    async with broker_running(settings, broker):
+        server = await serve_mllp(mllp_handler, settings.bind_host, settings.mllp_port)
+        try:
+            yield
+        finally:
+            server.close()
+            await server.wait_closed()

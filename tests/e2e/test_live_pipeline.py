@@ -8,9 +8,7 @@ rollups for a cut-off after a later correction, and equal, row for row, a rebuil
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,54 +16,18 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerts.db import alerts, create_engine
-from services.demo.processes import Services, service_environment
-from services.demo.smtp_sink import SmtpSink
 from services.dsmb.readmodels import READ_MODELS
 from services.dsmb.rebuild import rebuild
-from shared.settings import Settings
-from tests.support import PHYSICIAN, USERS_FILE, eventually
+from tests.e2e.conftest import Pipeline, live_pipeline
+from tests.support import PHYSICIAN, eventually
 
 pytestmark = pytest.mark.e2e
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
-
-
-@dataclass
-class Pipeline:
-    services: Services
-    urls: dict[str, str]
-    sink: SmtpSink
-    database_url: str
-    settings: Settings
 
 
 @pytest.fixture(scope="module")
-async def pipeline(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Pipeline]:
-    sink = SmtpSink()
-    sink.start()
-    namespace = f"e2e-{time.time_ns()}."
-    env = service_environment(
-        bootstrap=kafka_bootstrap,
-        database_url=database_url,
-        namespace=namespace,
-        smtp_port=sink.port,
-        ALERT_EMAIL_RECIPIENTS="safety-desk@example.org",
-        USERS_FILE=USERS_FILE,
-        SESSION_SECRET="e2e-session-secret-" + "x" * 32,
-    )
-    services = Services(env, ARTIFACTS)
-    services.start()
-    urls = services.urls
-    try:
-        await services.wait_healthy()
-        settings = Settings(
-            KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-            DATABASE_URL=database_url,
-            TOPIC_NAMESPACE=namespace,
-        )
-        yield Pipeline(services, urls, sink, database_url, settings)
-    finally:
-        services.stop()
-        sink.stop()
+async def pipeline(kafka_bootstrap: str, postgres_url: str) -> AsyncIterator[Pipeline]:
+    async with live_pipeline(kafka_bootstrap, postgres_url, "e2e") as running:
+        yield running
 
 
 def day1_lab(subject: str, anc: float) -> dict:
@@ -294,5 +256,5 @@ async def test_services_shut_down_cleanly_on_sigterm(pipeline: Pipeline) -> None
     assert exit_codes == {"alerts": 0, "dsmb": 0, "grader": 0, "ingest": 0}
     assert time.monotonic() - started < 30
     for name in exit_codes:
-        log = (ARTIFACTS / f"{name}.log").read_text()
+        log = (pipeline.services.log_dir / f"{name}.log").read_text()
         assert "Application shutdown complete" in log, name

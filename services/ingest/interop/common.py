@@ -150,6 +150,23 @@ class Directory:
             return None
 
 
+INTEROP_DIR = Path(__file__).resolve().parents[3] / "interop"
+
+
+def study_directory(
+    study_id: str, interop_file: str | None = None, enrolment_map_file: str | None = None
+) -> Directory:
+    """The study's directory: the given files, else interop/<study_id>.yaml and
+    interop/<study_id>.enrolment.csv."""
+    directory = load_directory(
+        interop_file or INTEROP_DIR / f"{study_id}.yaml",
+        enrolment_map_file or INTEROP_DIR / f"{study_id}.enrolment.csv",
+    )
+    if directory.study_id != study_id:
+        raise InteropError(f"the interop file is for {directory.study_id}, not {study_id}")
+    return directory
+
+
 def load_directory(interop_file: str | Path, enrolment_map_file: str | Path) -> Directory:
     interop_path, map_path = Path(interop_file), Path(enrolment_map_file)
     try:

@@ -1,0 +1,193 @@
+"""Ingest's interoperability endpoints: HL7 v2 (HTTP; MLLP shares the handler), FHIR R4 and
+CDISC SDTM. Each converts with its adapter and publishes through the shared Publisher."""
+
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from services.ingest.interop import fhir, hl7v2, sdtm
+from services.ingest.interop.common import Directory, InteropError, Problem
+from services.ingest.interop.publishing import Outcome, accept_and_publish
+from services.ingest.publisher import EventLogUnavailable, Publisher
+from shared.metrics import INGEST_REJECTS
+
+HL7_MEDIA_TYPE = "x-application/hl7-v2+er7"
+FHIR_MEDIA_TYPE = "application/fhir+json"
+MAX_SDTM_ROWS_PER_REQUEST = 5000
+RETRY_AFTER = {"Retry-After": "5"}
+
+
+class RowProblem(BaseModel):
+    row: int
+    column: str
+    reason: str
+
+
+class SdtmOutcome(BaseModel):
+    domain: str
+    rows: int
+    accepted: int
+    rejected: list[RowProblem]
+    skipped: list[RowProblem]
+
+
+class SdtmRows(BaseModel):
+    """A slice of a dataset's rows (as `safetymon import` sends them): row numbers start at
+    `first_row` so the error report names the rows of the file."""
+
+    domain: str = Field(min_length=2, max_length=2)
+    first_row: int = Field(1, ge=1)
+    utc_offset: str | None = Field(None, pattern=r"^[+-]\d{2}:\d{2}$")
+    rows: list[dict[str, Any]] = Field(max_length=MAX_SDTM_ROWS_PER_REQUEST)
+
+
+# ---------------------------------------------------------------------------------------------
+# HL7 v2
+# ---------------------------------------------------------------------------------------------
+
+
+async def handle_hl7(publisher: Publisher, directory: Directory, data: bytes) -> tuple[int, bytes]:
+    """An HL7 v2 message in, its acknowledgement out (encoded like the message), with the HTTP
+    status that goes with it: 200 AA, 422 AE/AR (nothing published), 503 (resend)."""
+    result = hl7v2.convert_oru_bytes(data, directory)
+    try:
+        outcome = await accept_and_publish(publisher, [(0, result.conversion)], "/v1/hl7")
+    except EventLogUnavailable as error:
+        return 503, hl7v2.encode(hl7v2.ack_for_failure(result, str(error)), result)
+    if outcome.refused:
+        INGEST_REJECTS.labels("/v1/hl7", "invalid").inc()
+        result.conversion.problems = outcome.problems
+        return 422, hl7v2.encode(hl7v2.ack(result), result)
+    return 200, hl7v2.encode(hl7v2.ack(result), result)
+
+
+# ---------------------------------------------------------------------------------------------
+# SDTM
+# ---------------------------------------------------------------------------------------------
+
+
+def _row_problems(problems: dict[int, list[Problem]]) -> list[RowProblem]:
+    return [
+        RowProblem(row=row, column=sdtm.column_of(problem), reason=problem.reason)
+        for row, items in sorted(problems.items())
+        for problem in items
+    ]
+
+
+def sdtm_outcome(domain: str, rows: int, outcome: Outcome) -> SdtmOutcome:
+    return SdtmOutcome(
+        domain=domain,
+        rows=rows,
+        accepted=len(outcome.events),
+        rejected=_row_problems(outcome.refused),
+        skipped=_row_problems(outcome.skipped),
+    )
+
+
+async def _publish_dataset(
+    publisher: Publisher, directory: Directory, dataset: sdtm.Dataset, offset: str | None
+) -> JSONResponse:
+    units = list(sdtm.convert_dataset(dataset, directory, offset))
+    endpoint = f"/v1/sdtm/{dataset.domain.lower()}"
+    try:
+        outcome = await accept_and_publish(publisher, units, endpoint)
+    except EventLogUnavailable as error:
+        return JSONResponse({"detail": str(error)}, 503, headers=RETRY_AFTER)
+    if outcome.refused:
+        INGEST_REJECTS.labels(endpoint, "invalid").inc()
+    report = sdtm_outcome(dataset.domain, len(units), outcome)
+    return JSONResponse(report.model_dump(), status_code=202)
+
+
+def _unreadable(field: str, reason: str) -> JSONResponse:
+    return JSONResponse({"detail": [{"field": field, "reason": reason}]}, status_code=422)
+
+
+# ---------------------------------------------------------------------------------------------
+# Routes
+# ---------------------------------------------------------------------------------------------
+
+
+def add_interop_routes(app: FastAPI, publisher: Publisher, directory: Directory) -> None:
+    @app.post(
+        "/v1/hl7",
+        summary="An HL7 v2.x ORU^R01 lab result message (ER7); answers with its ACK",
+        openapi_extra={
+            "requestBody": {"content": {HL7_MEDIA_TYPE: {"schema": {"type": "string"}}}}
+        },
+        response_class=Response,
+        responses={200: {"content": {HL7_MEDIA_TYPE: {}}, "description": "ACK (AA)"}},
+    )
+    async def hl7_message(request: Request) -> Response:
+        status, ack = await handle_hl7(publisher, directory, await request.body())
+        headers = RETRY_AFTER if status == 503 else None
+        return Response(ack, status, headers=headers, media_type=HL7_MEDIA_TYPE)
+
+    @app.post(
+        "/v1/fhir",
+        summary="A FHIR R4 resource (Observation, AdverseEvent, MedicationAdministration, "
+        "ResearchSubject) or a transaction/batch Bundle; answers with an OperationOutcome",
+        response_class=JSONResponse,
+    )
+    async def fhir_resource(document: Annotated[Any, Body(media_type=FHIR_MEDIA_TYPE)]) -> Any:
+        units = fhir.units_of(document, directory)
+        try:
+            outcome = await accept_and_publish(publisher, units, "/v1/fhir")
+        except EventLogUnavailable as error:
+            body = fhir.operation_outcome([Problem("", str(error))], code="transient")
+            return JSONResponse(body, 503, headers=RETRY_AFTER, media_type=FHIR_MEDIA_TYPE)
+        if outcome.refused:
+            INGEST_REJECTS.labels("/v1/fhir", "invalid").inc()
+        body = fhir.outcome_of(outcome.problems, outcome.skipped, len(outcome.events))
+        status = 202 if outcome.events or not outcome.refused else 422
+        return JSONResponse(body, status, media_type=FHIR_MEDIA_TYPE)
+
+    @app.post(
+        "/v1/sdtm/rows",
+        summary="A slice of an SDTM dataset's rows as JSON (what `safetymon import` sends)",
+        response_model=SdtmOutcome,
+        status_code=202,
+    )
+    async def sdtm_rows(body: SdtmRows) -> Any:
+        try:
+            dataset = sdtm.dataset_of_rows(body.domain, body.rows, body.first_row)
+        except InteropError as error:
+            return _unreadable("rows", str(error))
+        return await _publish_dataset(publisher, directory, dataset, body.utc_offset)
+
+    @app.post(
+        "/v1/sdtm/{domain}",
+        summary="A CDISC SDTM dataset (LB, AE, EX or DM) as CSV or SAS transport (.xpt); "
+        "good rows go through, rejected rows come back with row, column and reason",
+        response_model=SdtmOutcome,
+        status_code=202,
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/x-sas-xport": {"schema": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    )
+    async def sdtm_file(
+        request: Request,
+        domain: str,
+        filename: Annotated[str | None, Query(max_length=255)] = None,
+        utc_offset: Annotated[str | None, Query(pattern=r"^[+-]\d{2}:\d{2}$")] = None,
+    ) -> Any:
+        name = filename or f"{domain.lower()}.{_extension(request)}"
+        try:
+            dataset = sdtm.read_dataset(await request.body(), name)
+        except InteropError as error:
+            return _unreadable("file", str(error))
+        if dataset.domain != domain.upper():
+            return _unreadable("domain", f"the file holds {dataset.domain}, not {domain.upper()}")
+        return await _publish_dataset(publisher, directory, dataset, utc_offset)
+
+
+def _extension(request: Request) -> str:
+    kind = request.headers.get("content-type", "")
+    return "xpt" if "xport" in kind or "octet-stream" in kind else "csv"

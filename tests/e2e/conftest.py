@@ -1,0 +1,69 @@
+"""The live pipeline for end-to-end tests: the four services as processes on the real broker and
+PostgreSQL, an SMTP server catching their email, a topic namespace of their own."""
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.demo.processes import Services, service_environment
+from services.demo.smtp_sink import SmtpSink
+from shared.settings import Settings
+from tests.support import USERS_FILE, scratch_database
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@dataclass
+class Pipeline:
+    services: Services
+    urls: dict[str, str]
+    sink: SmtpSink
+    database_url: str
+    settings: Settings
+    env: dict[str, str]
+
+
+@asynccontextmanager
+async def live_pipeline(
+    kafka_bootstrap: str, postgres_url: str, logs: str, **extra_env: str
+) -> AsyncIterator[Pipeline]:
+    """The services running until the block ends (then stopped with SIGTERM), on a database of
+    their own (so one pipeline's read models never see another's events); their logs in
+    test-artifacts/<logs>/."""
+    async with scratch_database(postgres_url, "safetymon_e2e") as database_url:
+        async with _services(kafka_bootstrap, database_url, logs, extra_env) as pipeline:
+            yield pipeline
+
+
+@asynccontextmanager
+async def _services(
+    kafka_bootstrap: str, database_url: str, logs: str, extra_env: dict[str, str]
+) -> AsyncIterator[Pipeline]:
+    sink = SmtpSink()
+    sink.start()
+    namespace = f"{logs}-{time.time_ns()}."
+    env = service_environment(
+        bootstrap=kafka_bootstrap,
+        database_url=database_url,
+        namespace=namespace,
+        smtp_port=sink.port,
+        ALERT_EMAIL_RECIPIENTS="safety-desk@example.org",
+        USERS_FILE=USERS_FILE,
+        SESSION_SECRET="e2e-session-secret-" + "x" * 32,
+        **extra_env,
+    )
+    services = Services(env, ARTIFACTS / logs)
+    services.start()
+    try:
+        await services.wait_healthy()
+        settings = Settings(
+            KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+            DATABASE_URL=database_url,
+            TOPIC_NAMESPACE=namespace,
+        )
+        yield Pipeline(services, services.urls, sink, database_url, settings, services.env)
+    finally:
+        services.stop()
+        sink.stop()
