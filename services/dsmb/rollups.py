@@ -71,7 +71,8 @@ async def load_snapshot(engine: AsyncEngine, cutoff: datetime) -> Snapshot:
 
         async def rows(table: Any) -> list[Row]:
             result = await connection.execute(rm.visible(table, cutoff))
-            return [dict(row) for row in result.mappings()]
+            keys = list(result.keys())  # once per table, not once per row
+            return [dict(zip(keys, row, strict=True)) for row in result]
 
         return Snapshot(
             cutoff=cutoff,
