@@ -18,7 +18,6 @@ alert's Resolve refused without a comment), desk-conflict.png (the 409), desk-ti
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,19 +27,17 @@ import httpx
 import pytest
 
 from services.ctcae_grader.domain import assess
-from services.demo.processes import Services, service_environment
 from services.demo.smtp_sink import SmtpSink
 from services.ingest.domain import RetractionIn, retraction_event
 from shared.events import AlertRaised, Envelope, LabResultReported, utc_now
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
+from tests.e2e.conftest import live_pipeline
 from tests.support import (
     BROWSER_DIR,
     CHROMIUM,
     PHYSICIAN_2,
-    USERS_FILE,
     browser_ready,
     produce_events,
-    scratch_database,
 )
 from tests.unit.factories import STUDY, ae, lab
 
@@ -66,37 +63,12 @@ class Desk:
 
 
 @pytest.fixture(scope="module")
-async def desk_database_url(postgres_url: str) -> AsyncIterator[str]:
-    """A database of this module's own, dropped afterwards: the alerts published here are
-    backdated and overdue, and any alert service sharing their database would escalate them
-    (and email about them) during other tests."""
-    async with scratch_database(postgres_url, "safetymon_desk") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-async def desk(kafka_bootstrap: str, desk_database_url: str) -> AsyncIterator[Desk]:
-    sink = SmtpSink()
-    sink.start()
-    namespace = f"desk-{time.time_ns()}."
-    env = service_environment(
-        bootstrap=kafka_bootstrap,
-        database_url=desk_database_url,
-        namespace=namespace,
-        smtp_port=sink.port,
-        ALERT_EMAIL_RECIPIENTS="safety-desk@example.org",
-        USERS_FILE=USERS_FILE,
-        SESSION_SECRET="desk-session-secret-" + uuid.uuid4().hex,
-    )
-    services = Services(env, ARTIFACTS)
-    services.start()
-    urls = services.urls
-    try:
-        await services.wait_healthy()
-        yield Desk(urls["alerts"], kafka_bootstrap, namespace, sink)
-    finally:
-        services.stop()
-        sink.stop()
+async def desk(kafka_bootstrap: str, postgres_url: str) -> AsyncIterator[Desk]:
+    # A database of its own (as every live pipeline has): the alerts published here are
+    # backdated and overdue, and an alert service sharing it would escalate them elsewhere.
+    async with live_pipeline(kafka_bootstrap, postgres_url, "desk") as pipeline:
+        namespace = pipeline.settings.topic_namespace
+        yield Desk(pipeline.urls["alerts"], kafka_bootstrap, namespace, pipeline.sink)
 
 
 def subject_labs() -> tuple[LabResultReported, LabResultReported, Envelope]:
