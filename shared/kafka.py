@@ -18,6 +18,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 
 from shared.events import Envelope, encode_event
+from shared.metrics import CONSUMER_LAG
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS, DEAD_LETTER_HEADERS, DEAD_LETTERS, TOPIC_CONFIGS
 
@@ -126,14 +127,23 @@ async def publish_dead_letter(
 
 
 @asynccontextmanager
-async def broker_running(settings: Settings, broker: KafkaBroker) -> AsyncIterator[None]:
-    """Topics exist, the broker's producer and subscribers run; on exit, in-flight messages are
-    drained and offsets committed before the connection closes."""
+async def broker_running(
+    settings: Settings, broker: KafkaBroker, lag_of: dict[str, list[str]] | None = None
+) -> AsyncIterator[None]:
+    """Topics exist, the broker's producer and subscribers run, and the consumer lag of each
+    service in `lag_of` (consumer name -> its topics) is measured; on exit, in-flight messages
+    are drained and offsets committed before the connection closes."""
     await ensure_topics(settings)
     await broker.start()
+    watchers = [
+        asyncio.create_task(watch_consumer_lag(settings, service, topics))
+        for service, topics in (lag_of or {}).items()
+    ]
     try:
         yield
     finally:
+        for watcher in watchers:
+            watcher.cancel()
         await broker.stop()
 
 
@@ -243,3 +253,38 @@ async def _partitions_of(settings: Settings, topic: str) -> list[int]:
     if description["error_code"]:
         raise for_code(description["error_code"])(f"cannot read topic {topic}")
     return sorted(p["partition"] for p in description["partitions"])
+
+
+async def consumer_lag(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """Per partition of `topic`: messages beyond `group`'s committed offset (all of them where
+    the group has committed nothing yet)."""
+    partitions = [TopicPartition(topic, p) for p in await _partitions_of(settings, topic)]
+    committed = await _committed_offsets(settings, group, timeout_s=5.0)
+    reader = _log_reader(settings)
+    await reader.start()
+    try:
+        ends = await reader.end_offsets(partitions)
+    finally:
+        await reader.stop()
+    return {
+        tp.partition: max(0, end - (committed[tp].offset if tp in committed else 0))
+        for tp, end in ends.items()
+    }
+
+
+async def watch_consumer_lag(
+    settings: Settings, service: str, topics: list[str], every_s: float = 15.0
+) -> None:
+    """Keep safetymon_consumer_lag_messages current for the service's group, until cancelled;
+    a failed measurement is logged and tried again at the next tick."""
+    group = settings.consumer_group(service)
+    while True:
+        for topic in topics:
+            try:
+                lags = await consumer_lag(settings, group, topic)
+            except Exception:
+                log.warning("consumer lag of %s on %s not measured", group, topic, exc_info=True)
+                continue
+            for partition, lag in lags.items():
+                CONSUMER_LAG.labels(service, topic, str(partition)).set(lag)
+        await asyncio.sleep(every_s)

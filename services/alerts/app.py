@@ -27,6 +27,7 @@ from services.alerts.auth import (
 )
 from services.alerts.db import create_engine, upgrade_schema
 from services.alerts.domain import (
+    OPEN_STATUSES,
     AlertStatus,
     TransitionError,
     acknowledgement_id,
@@ -70,6 +71,8 @@ from shared.metrics import (
     NOTIFICATIONS,
     OPEN_ALERTS,
     OVERDUE_ALERTS,
+    TIME_TO_ACKNOWLEDGE,
+    UNACKNOWLEDGED_ALERTS,
 )
 from shared.settings import Settings, get_settings
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
@@ -137,13 +140,17 @@ def lifecycle_fields(alert: dict, now: datetime, message_id: str) -> dict:
     }
 
 
-def record_open_alerts(open_alerts: list[dict], now: datetime) -> None:
-    """Gauges of what the desk has in front of it."""
+def record_open_alerts(unresolved: list[dict], now: datetime) -> None:
+    """Gauges of what the desk has in front of it: open (not resolved), of those not yet
+    acknowledged, and of those past their reporting deadline."""
+    waiting = {status.value for status in OPEN_STATUSES}
     for severity in ("critical", "high", "medium", "low", "info"):
-        mine = [a for a in open_alerts if a["severity"] == severity]
+        mine = [a for a in unresolved if a["severity"] == severity]
+        unacknowledged = [a for a in mine if a["status"] in waiting]
         OPEN_ALERTS.labels(severity).set(len(mine))
+        UNACKNOWLEDGED_ALERTS.labels(severity).set(len(unacknowledged))
         OVERDUE_ALERTS.labels(severity).set(
-            sum(1 for a in mine if a["due_at"] is not None and a["due_at"] <= now)
+            sum(1 for a in unacknowledged if a["due_at"] is not None and a["due_at"] <= now)
         )
 
 
@@ -223,6 +230,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 alert = await store.get(event.payload.alert_id)
                 await apply(event, routed_to(alert))
+                if isinstance(event, AlertAcknowledged):
+                    waited = (event.recorded_at - alert["raised_at"]).total_seconds()
+                    TIME_TO_ACKNOWLEDGE.labels(alert["severity"]).observe(max(0.0, waited))
             except AlertNotFound as error:
                 raise RejectedEvent(f"{event.event_type} of unknown alert {error}") from error
             except TransitionError:
@@ -278,7 +288,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if await store.escalate(event, list(routing.escalation)):
                 ESCALATIONS.labels(alert["severity"]).inc()
                 await deliver_all(await store.pending_notifications(alert["alert_id"]))
-        record_open_alerts(open_alerts, now)
+        record_open_alerts(await store.unresolved_alerts(), now)
 
     async def escalation_loop() -> None:
         while True:
@@ -292,7 +302,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(upgrade_schema, settings.database_url)
         await store.release_unfinished_sends()
-        async with broker_running(settings, broker):
+        async with broker_running(settings, broker, lag_of={"alerts": [settings.topic(ALERTS)]}):
             loops = [
                 asyncio.create_task(retry_failed_notifications()),
                 asyncio.create_task(escalation_loop()),

@@ -146,6 +146,13 @@ class AlertStore:
             query = select(alerts).where(alerts.c.status.in_([s.value for s in OPEN_STATUSES]))
             return [dict(r._mapping) for r in (await conn.execute(query)).all()]
 
+    async def unresolved_alerts(self) -> list[dict]:
+        """Alerts still in front of the desk: not resolved, not retracted."""
+        statuses = [s.value for s in (*OPEN_STATUSES, AlertStatus.ACKNOWLEDGED)]
+        async with self.engine.connect() as conn:
+            query = select(alerts).where(alerts.c.status.in_(statuses))
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
     async def acknowledge(self, event: AlertAcknowledged, recipients: list[Recipient] = ()) -> dict:
         """Apply an acknowledgement, and tell `recipients` who took it; the same event twice
         changes nothing."""

@@ -43,9 +43,9 @@ def subscribe(
 
     failures: dict[tuple[int, int], int] = {}  # (partition, offset) -> failed attempts
 
-    async def dead_letter(message: KafkaMessage, reason: str) -> None:
+    async def dead_letter(message: KafkaMessage, reason: str, kind: str) -> None:
         await publish_dead_letter(broker, settings, message, group, reason)
-        DEAD_LETTERS.labels(service).inc()
+        DEAD_LETTERS.labels(service, kind).inc()
         CONSUMED_MESSAGES.labels(service, "dead_letter").inc()
 
     @broker.subscriber(
@@ -61,8 +61,11 @@ def subscribe(
         try:
             event = decode_event(message.body)
             await handle(event)
-        except (EventDecodeError, RejectedEvent) as error:
-            await dead_letter(message, str(error))
+        except EventDecodeError as error:
+            await dead_letter(message, str(error), "undecodable")
+            return
+        except RejectedEvent as error:
+            await dead_letter(message, str(error), "rejected")
             return
         except TRANSIENT:
             CONSUMED_MESSAGES.labels(service, "retry").inc()
@@ -76,7 +79,9 @@ def subscribe(
                     "%s: giving up on %s after %d failures", service, position, MAX_FAILURES
                 )
                 failures.pop(position)
-                await dead_letter(message, f"failed {MAX_FAILURES} times: {error!r}"[:1000])
+                await dead_letter(
+                    message, f"failed {MAX_FAILURES} times: {error!r}"[:1000], "failed"
+                )
                 return
             CONSUMED_MESSAGES.labels(service, "retry").inc()
             log.exception("%s: processing failed, will retry the same message", service)

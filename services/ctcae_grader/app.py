@@ -28,7 +28,13 @@ from shared.kafka import (
     publish_events,
     replay_committed,
 )
-from shared.metrics import ALERTS_RAISED, DOSE_DECISIONS, GRADING_LATENCY, LABS_GRADED
+from shared.metrics import (
+    ALERTS_RAISED,
+    CLINICAL_TO_GRADED,
+    DOSE_DECISIONS,
+    INGEST_TO_GRADED,
+    LABS_GRADED,
+)
 from shared.protocol import study_protocol
 from shared.reference_ranges import load_reference_ranges
 from shared.settings import Settings, get_settings
@@ -83,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await ensure_topics(settings)
         replayed = await replay_committed(settings, topic, group, rebuild_state)
         log.info("patient state rebuilt from %d events: %d subjects", replayed, len(ledgers))
-        async with broker_running(settings, broker):
+        async with broker_running(settings, broker, lag_of={GROUP: [topic]}):
             yield
 
     app = FastAPI(title="safetymon CTCAE grader", version="1", lifespan=lifespan)
@@ -113,9 +119,11 @@ def record_metrics(event: Envelope, derived: list[Envelope], alerts: list[Envelo
             ).inc()
         elif isinstance(item, DoseDecisionMade):
             for action in item.payload.actions:
-                DOSE_DECISIONS.labels(item.payload.rule_id, action.action.value).inc()
+                DOSE_DECISIONS.labels(str(action.drug), action.action.value).inc()
     for alert in alerts:
         if isinstance(alert, AlertRaised):  # (a correction may also retract alerts)
             ALERTS_RAISED.labels(alert.payload.severity.value, alert.payload.rule_id).inc()
     if isinstance(event, LabResultReported):
-        GRADING_LATENCY.observe((utc_now() - event.recorded_at).total_seconds())
+        now = utc_now()
+        INGEST_TO_GRADED.observe((now - event.recorded_at).total_seconds())
+        CLINICAL_TO_GRADED.observe(max(0.0, (now - event.occurred_at).total_seconds()))

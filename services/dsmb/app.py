@@ -25,6 +25,7 @@ from services.dsmb.rollups import (
 from shared.ae_dictionary import load_ae_dictionary
 from shared.events import Envelope, utc_now
 from shared.kafka import broker_running, make_broker
+from shared.metrics import PROJECTED_EVENTS
 from shared.protocol import study_protocol
 from shared.settings import Settings, get_settings
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
@@ -47,20 +48,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def on_event(event: Envelope) -> None:
         await projector.project([event])
+        PROJECTED_EVENTS.labels(event.event_type).inc()
 
     # One consumer group per topic: each topic's events are projected independently.
-    for name, topic in (
-        ("clinical", CLINICAL_EVENTS),
-        ("assessments", ASSESSMENTS),
-        ("alerts", ALERTS),
-    ):
-        subscribe(broker, settings, f"dsmb-{name}", settings.topic(topic), on_event)
+    consumers = {
+        f"dsmb-{name}": [settings.topic(topic)]
+        for name, topic in (
+            ("clinical", CLINICAL_EVENTS),
+            ("assessments", ASSESSMENTS),
+            ("alerts", ALERTS),
+        )
+    }
+    for consumer, (topic,) in consumers.items():
+        subscribe(broker, settings, consumer, topic, on_event)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(upgrade_schema, settings.database_url)
         await create_current_views(engine)
-        async with broker_running(settings, broker):
+        async with broker_running(settings, broker, lag_of=consumers):
             yield
         await engine.dispose()
 

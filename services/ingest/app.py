@@ -58,10 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level)
     broker = make_broker(settings, client_id="safetymon-ingest")
     regimen = set(study_protocol(settings.study_id, settings.protocol_file).regimen.drugs)
-    publisher = Publisher(broker, settings.topic(CLINICAL_EVENTS), settings.study_id, regimen)
     directory = study_directory(
         settings.study_id, settings.interop_file, settings.enrolment_map_file
     )
+    topic = settings.topic(CLINICAL_EVENTS)
+    publisher = Publisher(broker, topic, settings.study_id, regimen, set(directory.sites))
 
     async def mllp_handler(message: bytes) -> bytes:
         return (await handle_hl7(publisher, directory, message))[1]

@@ -32,12 +32,21 @@ class EventLogUnavailable(Exception):
     """Kafka did not acknowledge: nothing can be promised; the sender must resend (same ids)."""
 
 
+def source_format(endpoint: str) -> str:
+    """The input format an endpoint takes (a bounded label for the ingest metrics)."""
+    for prefix, name in (("/v1/hl7", "hl7v2"), ("/v1/fhir", "fhir"), ("/v1/sdtm", "sdtm")):
+        if endpoint.startswith(prefix):
+            return name
+    return "json"
+
+
 @dataclass(frozen=True)
 class Publisher:
     broker: KafkaBroker
     topic: str
     study_id: str
     regimen: Collection[Drug]
+    sites: Collection[str] = ()  # the study's sites: any other site is counted as "other"
 
     def events_of(self, request: SubmissionIn) -> tuple[Envelope | None, list[Refusal]]:
         """The canonical event of a request valid as sent, or why it is refused once checked
@@ -61,5 +70,7 @@ class Publisher:
             INGEST_REJECTS.labels(endpoint, "broker_unavailable").inc()
             log.exception("publish to %s failed", self.topic)
             raise EventLogUnavailable("event log unavailable: retry the same request") from error
+        source = source_format(endpoint)
         for event in events:
-            INGESTED_EVENTS.labels(event.event_type).inc()
+            site = event.site_id if event.site_id in self.sites else "other"
+            INGESTED_EVENTS.labels(event.event_type, source, site).inc()
