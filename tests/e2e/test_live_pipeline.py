@@ -109,7 +109,10 @@ async def test_every_service_exposes_health_and_metrics(pipeline: Pipeline) -> N
                     in metrics
                 ), name
         ingest_metrics = (await client.get(f"{pipeline.urls['ingest']}/metrics/")).text
-    assert 'safetymon_ingest_events_total{event_type="LabResultReported"}' in ingest_metrics
+    assert (
+        'safetymon_ingest_events_total{event_type="LabResultReported",site="GZ01",source="json"}'
+        in ingest_metrics
+    )
 
 
 async def test_a_corrected_result_retracts_the_alert_it_raised(pipeline: Pipeline) -> None:
