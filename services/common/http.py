@@ -19,6 +19,12 @@ def configure_logging(level: str) -> None:
 def add_operational_routes(app: FastAPI, service: str, checks: HealthCheck) -> None:
     app.mount("/metrics", make_asgi_app())
 
+    @app.get("/live", tags=["operations"])
+    async def live() -> dict[str, str]:
+        """The process answers (liveness): no dependency checked, so a broker outage does not
+        get every pod restarted; /health says whether it can work (readiness)."""
+        return {"service": service, "status": "alive"}
+
     @app.get("/health", tags=["operations"])
     async def health() -> JSONResponse:
         results = await checks()
