@@ -35,6 +35,9 @@ def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
         enable_idempotence=True,
         allow_auto_create_topics=False,
         graceful_timeout=15.0,
+        # A plain logger: its lines go through the service's root handler (JSON), not
+        # FastStream's own text handler.
+        logger=logging.getLogger("faststream.broker"),
         log_level=logging.INFO,
     )
 

@@ -1,7 +1,7 @@
 """The one settings object. Every value comes from the environment (or a `.env` file)."""
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     alerts_port: int = Field(8003, validation_alias="ALERTS_PORT")
     dsmb_port: int = Field(8004, validation_alias="DSMB_PORT")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: Literal["json", "text"] = Field("json", validation_alias="LOG_FORMAT")
 
     @model_validator(mode="after")
     def _no_password_in_clear(self) -> "Settings":

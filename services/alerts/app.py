@@ -47,7 +47,8 @@ from services.alerts.store import (
 from services.alerts.timeline import timeline
 from services.alerts.web import desk_router
 from services.common.consumer import RejectedEvent, subscribe
-from services.common.http import add_operational_routes, configure_logging
+from services.common.http import add_operational_routes
+from services.common.logs import configure_logging
 from shared.events import (
     AlertAcknowledged,
     AlertAcknowledgedPayload,
@@ -156,7 +157,7 @@ def record_open_alerts(unresolved: list[dict], now: datetime) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "alerts", settings.log_format)
     broker = make_broker(settings, client_id="safetymon-alerts")
     engine = create_engine(settings.database_url)
     store = AlertStore(engine)

@@ -19,6 +19,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from services.common.logs import event_context
 from shared.events import Envelope, EventDecodeError, decode_event
 from shared.kafka import publish_dead_letter
 from shared.metrics import CONSUMED_MESSAGES, DEAD_LETTERS
@@ -60,7 +61,9 @@ def subscribe(
         position = (record.partition, record.offset)
         try:
             event = decode_event(message.body)
-            await handle(event)
+            with event_context(event):
+                await handle(event)
+                log.info("%s: handled %s", service, event.event_type)
         except EventDecodeError as error:
             await dead_letter(message, str(error), "undecodable")
             return

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, HTTPException
 
 from services.common.consumer import RejectedEvent, subscribe
-from services.common.http import add_operational_routes, configure_logging
+from services.common.http import add_operational_routes
+from services.common.logs import configure_logging
 from services.ctcae_grader.explain import explain
 from services.ctcae_grader.ledger import RevisionRefused, SubjectLedger
 from shared.events import (
@@ -54,7 +55,7 @@ CLINICAL_EVENT_TYPES = {
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "grader", settings.log_format)
     broker = make_broker(settings, client_id="safetymon-grader")
     ranges = load_reference_ranges(settings.reference_ranges_file)
     protocol = study_protocol(settings.study_id, settings.protocol_file)  # ProtocolError: no start

@@ -12,7 +12,8 @@ from sqlalchemy import func, select, text
 
 from services.alerts.db import create_engine, upgrade_schema
 from services.common.consumer import subscribe
-from services.common.http import add_operational_routes, configure_logging
+from services.common.http import add_operational_routes
+from services.common.logs import configure_logging
 from services.dsmb.projector import Projector
 from services.dsmb.readmodels import READ_MODELS, create_current_views
 from services.dsmb.rollups import (
@@ -39,7 +40,7 @@ CUTOFF_HELP = (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "dsmb", settings.log_format)
     broker = make_broker(settings, client_id="safetymon-dsmb")
     engine = create_engine(settings.database_url)
     dictionary = load_ae_dictionary()

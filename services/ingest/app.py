@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
 
-from services.common.http import add_operational_routes, configure_logging
+from services.common.http import add_operational_routes
+from services.common.logs import configure_logging
 from services.ingest.domain import (
     AdverseEventIn,
     DoseIn,
@@ -55,7 +56,7 @@ def _refusal(problems: list[tuple]) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, "ingest", settings.log_format)
     broker = make_broker(settings, client_id="safetymon-ingest")
     regimen = set(study_protocol(settings.study_id, settings.protocol_file).regimen.drugs)
     directory = study_directory(

@@ -4,10 +4,12 @@ takes (the JSON API, HL7 v2, FHIR, SDTM), so every format ends in the same canon
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from uuid import UUID
 
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
+from services.common.logs import current_context
 from services.ingest.domain import SubmissionIn, drugs_outside_regimen, to_event
 from shared.events import Drug, Envelope
 from shared.kafka import publish_events
@@ -60,6 +62,8 @@ class Publisher:
         except ValidationError as error:
             refusals += [Refusal(e["loc"], e["msg"], e["type"]) for e in error.errors()]
             return None, refusals
+        if correlation_id := current_context().get("correlation_id"):
+            event = event.model_copy(update={"correlation_id": UUID(correlation_id)})
         return (None if refusals else event), refusals
 
     async def publish(self, events: Sequence[Envelope], endpoint: str) -> None:
@@ -71,6 +75,7 @@ class Publisher:
             log.exception("publish to %s failed", self.topic)
             raise EventLogUnavailable("event log unavailable: retry the same request") from error
         source = source_format(endpoint)
+        log.info("published %d events from %s", len(events), endpoint)
         for event in events:
             site = event.site_id if event.site_id in self.sites else "other"
             INGESTED_EVENTS.labels(event.event_type, source, site).inc()

@@ -6,7 +6,9 @@ rollups for a cut-off after a later correction, and equal, row for row, a rebuil
 """
 
 import asyncio
+import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -113,6 +115,40 @@ async def test_every_service_exposes_health_and_metrics(pipeline: Pipeline) -> N
         'safetymon_ingest_events_total{event_type="LabResultReported",site="GZ01",source="json"}'
         in ingest_metrics
     )
+
+
+async def test_one_correlation_id_follows_a_result_through_every_services_logs(
+    pipeline: Pipeline,
+) -> None:
+    correlation_id = str(uuid.uuid4())
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{pipeline.urls['ingest']}/v1/labs",
+            json=day1_lab("GZ01-106", 0.8),
+            headers={"X-Correlation-ID": correlation_id},
+        )
+    assert response.status_code == 202
+    assert response.headers["X-Correlation-ID"] == correlation_id
+
+    def lines_of(service: str) -> list[dict]:
+        text = (pipeline.services.log_dir / f"{service}.log").read_text()
+        lines = [json.loads(line) for line in text.splitlines() if line]  # every line is JSON
+        return [line for line in lines if line.get("correlation_id") == correlation_id]
+
+    await eventually(lambda: all(lines_of(s) for s in ("ingest", "grader", "alerts", "dsmb")), 10)
+    assert {line["service"] for s in pipeline.urls for line in lines_of(s)} == {
+        "ingest",
+        "grader",
+        "alerts",
+        "dsmb",
+    }
+    handled = {
+        (line["service"], line.get("event_type"))
+        for s in ("grader", "alerts")
+        for line in lines_of(s)
+    }
+    assert ("grader", "LabResultReported") in handled
+    assert ("alerts", "AlertRaised") in handled
 
 
 async def test_a_corrected_result_retracts_the_alert_it_raised(pipeline: Pipeline) -> None:
