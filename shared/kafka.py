@@ -16,6 +16,8 @@ from aiokafka.errors import (
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY
 
 from shared.events import Envelope, encode_event
 from shared.metrics import CONSUMER_LAG
@@ -39,6 +41,9 @@ def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
         # FastStream's own text handler.
         logger=logging.getLogger("faststream.broker"),
         log_level=logging.INFO,
+        # FastStream's own per-topic counters and processing-time histograms
+        # (faststream_received_messages_total, faststream_published_messages_total, ...).
+        middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=client_id)],
     )
 
 
