@@ -382,6 +382,18 @@ def convert(test: LabTest, value: float, from_unit: str, to_unit: str) -> float:
     return float(Decimal(str(value)) * conversion_factor(test, source, target))
 
 
+def convert_ucum(value: float, from_ucum: str, to_ucum: str) -> float:
+    """A measurement that is not a lab test (body weight, height) from one UCUM unit to
+    another of the same dimension, by the same UCUM registry as the lab tests."""
+    try:
+        quantity = _registry.Quantity(Decimal(str(value)), _units(from_ucum))
+        return float(quantity.to(_units(to_ucum)).magnitude)
+    except UnitError:
+        raise
+    except Exception:
+        raise UnitError(f"'{from_ucum}' cannot be converted to {to_ucum}") from None
+
+
 def to_si(test: LabTest, value: float, unit: str) -> float:
     return convert(test, value, unit, LAB_DEFINITIONS[test].si_unit)
 

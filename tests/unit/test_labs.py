@@ -10,6 +10,7 @@ from shared.labs import (
     UnitError,
     canonical_unit,
     convert,
+    convert_ucum,
     resolve_test,
     to_conventional,
     to_si,
@@ -319,3 +320,16 @@ def test_a_unit_of_the_wrong_dimension_is_refused_naming_the_accepted_units(
     assert str(raised.value) == message
     with pytest.raises(UnitError, match="is not a unit for"):
         convert(test, 1.0, unit, LAB_DEFINITIONS[test].si_unit)
+
+
+def test_body_measures_convert_between_ucum_units_of_one_dimension() -> None:
+    assert convert_ucum(154, "[lb_av]", "kg") == pytest.approx(69.853, abs=1e-3)
+    assert convert_ucum(65, "[in_i]", "cm") == pytest.approx(165.1)
+    assert convert_ucum(1.7, "m", "cm") == pytest.approx(170.0)
+
+
+def test_a_body_measure_in_another_dimension_or_no_ucum_unit_is_refused() -> None:
+    with pytest.raises(UnitError, match="'mg' cannot be converted to cm"):
+        convert_ucum(3, "mg", "cm")
+    with pytest.raises(UnitError):
+        convert_ucum(150, "lb", "kg")  # UCUM spells it [lb_av]

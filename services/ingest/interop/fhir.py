@@ -62,7 +62,7 @@ from services.ingest.interop.common import (
 )
 from shared.ae_dictionary import load_ae_dictionary
 from shared.events import Drug, Platinum, Source, content_fingerprint
-from shared.labs import LabTest, UnitError, canonical_unit, convert
+from shared.labs import LabTest, UnitError, canonical_unit, convert, convert_ucum
 
 IMMUNE_RELATED_EXTENSION_URL = "https://safetymon.example/fhir/StructureDefinition/immune-related"
 LIVER_METASTASES_EXTENSION_URL = (
@@ -89,8 +89,6 @@ DRUG_REFERENCES = ("Medication", "MedicationAdministration", "MedicationStatemen
 # The LOINC codes of an enrolment's baseline Observations, and the units weight and height are
 # accepted in (creatinine's are checked by the request model).
 WEIGHT_LOINC, HEIGHT_LOINC, CREATININE_LOINC = ("29463-7",), ("8302-2",), ("2160-0", "14682-9")
-KG = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237}
-CM = {"cm": 1.0, "m": 100.0, "mm": 0.1, "[in_i]": 2.54, "in": 2.54}
 
 
 class BundleRefused(InteropError):
@@ -1134,13 +1132,12 @@ def _baseline_value(context: _Context, name: str, root: str, quantity: Quantity)
     unit, value = _unit(quantity) or "", float(quantity.value or 0)
     if name == "baseline_creatinine":
         return {"value": value, "unit": unit}  # the request model checks unit and plausibility
-    factors = KG if name == "weight_kg" else CM
-    if unit not in factors:
-        context.conversion.problems.append(
-            Problem(f"{root}.valueQuantity.unit", f"'{unit}' is not one of {', '.join(factors)}")
-        )
+    target = "kg" if name == "weight_kg" else "cm"
+    try:
+        return round(convert_ucum(value, unit, target), 3)
+    except UnitError as error:
+        context.conversion.problems.append(Problem(f"{root}.valueQuantity.unit", str(error)))
         return None
-    return round(value * factors[unit], 3)
 
 
 # ---------------------------------------------------------------------------------------------
