@@ -117,6 +117,8 @@ PHYSICIAN = {"Authorization": "Bearer local-only-token-safety-physician-01-not-f
 PHYSICIAN_2 = {"Authorization": "Bearer local-only-token-safety-physician-02-not-for-production"}
 VIEWER = {"Authorization": "Bearer local-only-token-viewer-01-not-for-production"}
 SITE_GZ01 = {"Authorization": "Bearer local-only-token-site-user-gz01-not-for-production"}
+# A sending system allowed to submit for every site (deploy/senders.example.yaml), for ingest.
+INGEST_AUTH = {"Authorization": "Bearer local-only-token-sender-edc-not-for-production"}
 
 
 # Headless-browser tests: Debian's Chromium driven by playwright-core from tests/e2e/browser.
