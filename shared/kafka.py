@@ -296,3 +296,20 @@ async def watch_consumer_lag(
             for partition, lag in lags.items():
                 CONSUMER_LAG.labels(service, topic, str(partition)).set(lag)
         await asyncio.sleep(every_s)
+
+
+async def read_partition(
+    settings: Settings, topic: str, partition: int, end_offset: int
+) -> AsyncIterator[list[ConsumerRecord]]:
+    """The records of one partition from its start up to (not including) `end_offset`."""
+    tp = TopicPartition(topic, partition)
+    reader = _log_reader(settings)
+    await reader.start()
+    try:
+        reader.assign([tp])
+        await reader.seek_to_beginning(tp)
+        while end_offset > 0 and await reader.position(tp) < end_offset:
+            batch = await reader.getmany(tp, timeout_ms=1000, max_records=5000)
+            yield [r for r in batch.get(tp, []) if r.offset < end_offset]
+    finally:
+        await reader.stop()

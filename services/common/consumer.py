@@ -31,6 +31,8 @@ MAX_FAILURES = 5  # of a message failing for a reason other than an unreachable 
 TRANSIENT = (KafkaError, OSError, OperationalError, InterfaceError, TimeoutError)
 
 EventHandler = Callable[[Envelope], Awaitable[None]]
+# A handler that also needs where the message sits (partition, offset) in its topic.
+PositionedHandler = Callable[[Envelope, int, int], Awaitable[None]]
 
 
 class RejectedEvent(ValueError):
@@ -38,8 +40,17 @@ class RejectedEvent(ValueError):
 
 
 def subscribe(
-    broker: KafkaBroker, settings: Settings, service: str, topic: str, handle: EventHandler
+    broker: KafkaBroker,
+    settings: Settings,
+    service: str,
+    topic: str,
+    handle: EventHandler | None = None,
+    *,
+    positioned: PositionedHandler | None = None,
 ) -> None:
+    """Consume `topic` in `service`'s group with `handle(event)` (or
+    `positioned(event, partition, offset)`): commit after it returns, retry what fails for a
+    reason that passes, dead-letter what can never be taken."""
     group = settings.consumer_group(service)
 
     failures: dict[tuple[int, int], int] = {}  # (partition, offset) -> failed attempts
@@ -62,7 +73,10 @@ def subscribe(
         try:
             event = decode_event(message.body)
             with event_context(event):
-                await handle(event)
+                if positioned is not None:
+                    await positioned(event, record.partition, record.offset)
+                elif handle is not None:
+                    await handle(event)
                 log.info("%s: handled %s", service, event.event_type)
         except EventDecodeError as error:
             await dead_letter(message, str(error), "undecodable")

@@ -27,7 +27,8 @@ from shared.kafka import (
     ensure_topics,
     make_broker,
     publish_events,
-    replay_committed,
+    read_partition,
+    read_subject_events,
 )
 from shared.metrics import (
     ALERTS_RAISED,
@@ -60,36 +61,70 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ranges = load_reference_ranges(settings.reference_ranges_file)
     protocol = study_protocol(settings.study_id, settings.protocol_file)  # ProtocolError: no start
     ledgers: dict[str, SubjectLedger] = {}
-    topic, group = settings.topic(CLINICAL_EVENTS), settings.consumer_group(GROUP)
+    ledger_partition: dict[str, int] = {}  # subject -> the partition its events sit in
+    topic = settings.topic(CLINICAL_EVENTS)
 
-    async def on_clinical_event(event: Envelope) -> None:
+    # The offset after the last message applied to `ledgers`, per partition. A subject's events
+    # all sit in one partition (keyed by subject id), so a partition's ledgers are current when
+    # the next message is the one after the last applied. Any gap (start-up, a partition handed
+    # over by a rebalance and back, a poison message skipped) rebuilds that partition's ledgers
+    # from the log below the message first, so two graders sharing the topic never act on
+    # stale state.
+    applied: dict[int, int] = {}
+
+    async def current_state(partition: int, offset: int) -> None:
+        if applied.get(partition) == offset:
+            return
+        replayed: dict[str, SubjectLedger] = {}
+        async for records in read_partition(settings, topic, partition, offset):
+            for record in records:
+                replay(replayed, record.value)
+        stale = [s for s, p in ledger_partition.items() if p == partition]
+        for subject in stale:
+            ledgers.pop(subject, None)
+        ledgers.update(replayed)
+        ledger_partition.update(dict.fromkeys(replayed, partition))
+        applied[partition] = offset
+        log.info(
+            "partition %d state rebuilt below offset %d: %d subjects",
+            partition,
+            offset,
+            len(replayed),
+        )
+
+    ledger_partition: dict[str, int] = {}
+
+    def replay(into: dict[str, SubjectLedger], raw: bytes) -> None:
+        with contextlib.suppress(EventDecodeError):  # poison was dead-lettered the first time
+            event = decode_event(raw)
+            if event.event_type in CLINICAL_EVENT_TYPES:
+                ledger = into.setdefault(event.subject_id, SubjectLedger())
+                with contextlib.suppress(RevisionRefused):  # dead-lettered the first time
+                    ledger.record(protocol, event, ranges)
+
+    async def on_clinical_event(event: Envelope, partition: int, offset: int) -> None:
+        await current_state(partition, offset)
         if event.event_type not in CLINICAL_EVENT_TYPES:
+            applied[partition] = offset + 1  # dead-lettered: changes no state
             raise RejectedEvent(f"{event.event_type} does not belong on the clinical-events topic")
         draft = ledgers.get(event.subject_id, SubjectLedger()).clone()
         try:
             outputs = draft.record(protocol, event, ranges)
         except RevisionRefused as error:
+            applied[partition] = offset + 1
             raise RejectedEvent(str(error)) from error
         await publish_events(broker, settings.topic(ASSESSMENTS), outputs.assessments)
         await publish_events(broker, settings.topic(ALERTS), outputs.alerts)
         ledgers[event.subject_id] = draft  # once the outputs are durable: a retry starts afresh
+        ledger_partition[event.subject_id] = partition
+        applied[partition] = offset + 1
         record_metrics(event, outputs.assessments, outputs.alerts)
 
-    def rebuild_state(raw: bytes) -> None:
-        with contextlib.suppress(EventDecodeError):  # poison was dead-lettered the first time
-            event = decode_event(raw)
-            if event.event_type in CLINICAL_EVENT_TYPES:
-                ledger = ledgers.setdefault(event.subject_id, SubjectLedger())
-                with contextlib.suppress(RevisionRefused):  # dead-lettered the first time
-                    ledger.record(protocol, event, ranges)
-
-    subscribe(broker, settings, GROUP, topic, on_clinical_event)
+    subscribe(broker, settings, GROUP, topic, positioned=on_clinical_event)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await ensure_topics(settings)
-        replayed = await replay_committed(settings, topic, group, rebuild_state)
-        log.info("patient state rebuilt from %d events: %d subjects", replayed, len(ledgers))
         async with broker_running(settings, broker, lag_of={GROUP: [topic]}):
             yield
 
@@ -104,6 +139,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def explain_subject(subject_id: str) -> dict:
         """The subject's state and why each decision in force stands."""
         ledger = ledgers.get(subject_id)
+        if ledger is None:  # not consumed here since start-up: read it from the log
+            replayed: dict[str, SubjectLedger] = {}
+            for raw in await read_subject_events(settings, topic, subject_id):
+                replay(replayed, raw)
+            ledger = replayed.get(subject_id)
         if ledger is None or ledger.state is None:
             raise HTTPException(404, f"no events for subject {subject_id}")
         return explain(protocol, ledger.state)
