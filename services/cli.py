@@ -243,6 +243,35 @@ def import_command(
     return 3 if any(r.rejected for r in results) else 0
 
 
+def add_dlq_parser(commands: argparse._SubParsersAction) -> None:
+    """`dlq list` and `dlq replay` (services/ops/dlq.py)."""
+    dlq = commands.add_parser("dlq", help="the dead letters: list them, replay them after a fix")
+    actions = dlq.add_subparsers(dest="dlq_action", required=True)
+    listing = actions.add_parser("list", help="the dead letters, oldest first")
+    listing.add_argument("--service", help="only one service's (grader, alerts, dsmb-clinical...)")
+    listing.add_argument("--json", action="store_true", help="as a JSON array")
+    replay = actions.add_parser(
+        "replay", help="publish dead letters again to the partition they came from"
+    )
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    which.add_argument("--service", help="those of one service (grader, dsmb-clinical...)")
+    which.add_argument(
+        "--offset",
+        dest="offsets",
+        action="append",
+        metavar="P:O",
+        help="a dead letter's partition:offset on the dead-letter topic (repeatable)",
+    )
+    replay.add_argument("--reason-contains", metavar="TEXT", help="only those whose reason has it")
+    replay.add_argument(
+        "--include-undecodable",
+        action="store_true",
+        help="also messages that are no safetymon event (parked again, unless fixed upstream)",
+    )
+    replay.add_argument("--dry-run", action="store_true", help="print what would be replayed")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="safetymon", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         "--errors", metavar="DIR", help="where to write FILE.errors.csv (default: beside FILE)"
     )
 
+    add_dlq_parser(commands)
     commands.add_parser("migrate", help="bring the database to the newest schema")
     commands.add_parser("create-topics", help="create the Kafka topics if missing")
 
@@ -340,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         return dsmb_report(args.cutoff, args.out)
     if args.command == "import":
         return import_command(args.files, args.ingest_url, args.utc_offset, args.errors)
+    if args.command == "dlq":
+        from services.ops.dlq import run_command
+
+        return run_command(args)
     if args.command == "migrate":
         from services.alerts.db import upgrade_schema
 

@@ -313,3 +313,20 @@ async def read_partition(
             yield [r for r in batch.get(tp, []) if r.offset < end_offset]
     finally:
         await reader.stop()
+
+
+async def dead_lettered_offsets(
+    settings: Settings, group: str, topic: str, partition: int
+) -> set[int]:
+    """Offsets of `topic`'s `partition` that `group` parked on the dead-letter topic: messages
+    it never took, which a rebuild of its state must not take either (a replayed copy, at a
+    new offset, is taken when it comes)."""
+    h = DEAD_LETTER_HEADERS
+    wanted = {h.consumer_group: group, h.source_topic: topic, h.source_partition: str(partition)}
+    offsets = set()
+    async for records in read_to_end(settings, settings.topic(DEAD_LETTERS)):
+        for record in records:
+            headers = {key: value.decode() for key, value in record.headers or ()}
+            if all(headers.get(key) == value for key, value in wanted.items()):
+                offsets.add(int(headers[h.source_offset]))
+    return offsets

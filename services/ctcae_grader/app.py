@@ -24,6 +24,7 @@ from shared.events import (
 )
 from shared.kafka import (
     broker_running,
+    dead_lettered_offsets,
     ensure_topics,
     make_broker,
     publish_events,
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protocol = study_protocol(settings.study_id, settings.protocol_file)  # ProtocolError: no start
     ledgers: dict[str, SubjectLedger] = {}
     ledger_partition: dict[str, int] = {}  # subject -> the partition its events sit in
-    topic = settings.topic(CLINICAL_EVENTS)
+    topic, group = settings.topic(CLINICAL_EVENTS), settings.consumer_group(GROUP)
 
     # The offset after the last message applied to `ledgers`, per partition. A subject's events
     # all sit in one partition (keyed by subject id), so a partition's ledgers are current when
@@ -76,9 +77,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if applied.get(partition) == offset:
             return
         replayed: dict[str, SubjectLedger] = {}
+        parked = await dead_lettered_offsets(settings, group, topic, partition)
         async for records in read_partition(settings, topic, partition, offset):
             for record in records:
-                replay(replayed, record.value)
+                if record.offset not in parked:
+                    replay(replayed, record.value)
         stale = [s for s, p in ledger_partition.items() if p == partition]
         for subject in stale:
             ledgers.pop(subject, None)
