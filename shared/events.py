@@ -185,7 +185,7 @@ class AdverseEventPayload(Model):
 class DoseAdministeredPayload(Model):
     drug: Drug
     visit: Visit
-    dose: float = Field(gt=0)
+    dose: float = Field(gt=0, allow_inf_nan=False)  # JSON's 1e999 reads as inf: no dose
     dose_unit: Literal["mg", "mg/m2", "AUC"]
     administered_at: AwareDatetime
 

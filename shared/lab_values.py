@@ -40,7 +40,11 @@ def parse_lab_value(raw: object) -> LabValue:
     if isinstance(raw, bool):
         raise LabValueError("a lab result must be a number, not true/false")
     if isinstance(raw, int | float):
-        return _checked(float(raw), None, str(raw))
+        try:
+            number = float(raw)
+        except OverflowError:  # an integer past float's range (JSON numbers have no limit)
+            raise LabValueError("the number is too large to be a lab result") from None
+        return _checked(number, None, raw)
     if not isinstance(raw, str):
         raise LabValueError(f"a lab result must be a number or a string, not {type(raw).__name__}")
     text = raw.strip().replace(" ", "")
@@ -70,7 +74,7 @@ def _checked(number: float, comparator: str | None, raw: object) -> LabValue:
         raise LabValueError(f"'{raw}' is not a finite number")
     if number < 0:
         raise LabValueError(f"'{raw}' is negative: no graded lab value can be")
-    return LabValue(number, comparator)
+    return LabValue(number + 0.0, comparator)  # -0.0 is 0: its text "-0" would read as negative
 
 
 def _validate(raw: Any) -> LabValue:

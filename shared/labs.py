@@ -14,7 +14,7 @@ as collected in ../shared/reference/dose_rules.md section 5, source S32); LOINC 
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from functools import cache
+from functools import lru_cache
 
 from ucumvert import PintUcumRegistry
 
@@ -255,6 +255,12 @@ def resolve_test(code: str) -> LabTest:
 
 _registry = PintUcumRegistry(non_int_type=Decimal)
 DIMENSIONLESS = "1"
+# How far a unit may be from its test's SI unit: the SI prefixes' span (yocto to yotta). UCUM
+# parses "10*999999/L" as readily as "10*9/L"; such a unit is nobody's lab unit, and converting
+# a value with it overflows the decimal arithmetic (or rounds a count to 0).
+MIN_FACTOR, MAX_FACTOR = Decimal("1E-24"), Decimal("1E+24")
+# Units come from senders: a cache of every spelling ever sent would grow without bound.
+_bounded_cache = lru_cache(maxsize=4096)
 
 # Spellings seen in lab feeds -> UCUM code candidates (tried in order against the test's units).
 # "G/L" means giga per litre for a count and grams per litre otherwise, hence two candidates.
@@ -321,7 +327,7 @@ def canonical_unit(test: LabTest, unit: str) -> str:
     )
 
 
-@cache  # failures too: a feed with one unknown unit repeats it on every row
+@_bounded_cache  # failures too: a feed with one unknown unit repeats it on every row
 def _convertible(test: LabTest, ucum: str) -> bool:
     try:
         factor_to_si(test, ucum)
@@ -330,7 +336,7 @@ def _convertible(test: LabTest, ucum: str) -> bool:
     return True
 
 
-@cache
+@_bounded_cache
 def factor_to_si(test: LabTest, ucum: str) -> Decimal:
     """Multiply a value in `ucum` by this to get the test's SI unit (exact decimal)."""
     definition = LAB_DEFINITIONS[test]
@@ -347,7 +353,13 @@ def factor_to_si(test: LabTest, ucum: str) -> Decimal:
         target = _units(definition.si_unit)
         if quantity.dimensionality != _registry.Quantity(Decimal(1), target).dimensionality:
             quantity = _through_molar_mass(quantity, definition)
-        return Decimal(quantity.to(target).magnitude)
+        factor = Decimal(quantity.to(target).magnitude)
+        if not MIN_FACTOR <= factor <= MAX_FACTOR:
+            raise UnitError(
+                f"'{ucum}' is not a unit for {test.value}: {factor:.1E} {definition.si_unit}, "
+                "beyond any laboratory's scale"
+            )
+        return factor
     except UnitError:
         raise
     except Exception as error:  # pint and the UCUM parser raise a variety of errors
@@ -362,7 +374,7 @@ def _through_molar_mass(quantity, definition: LabDefinition):
     return quantity / molar_mass if quantity.dimensionality == mass_dims else quantity * molar_mass
 
 
-@cache
+@_bounded_cache
 def _units(ucum: str):
     parsed = _registry.from_ucum(ucum)
     if not hasattr(parsed, "units"):
@@ -370,7 +382,7 @@ def _units(ucum: str):
     return parsed.units
 
 
-@cache
+@_bounded_cache
 def conversion_factor(test: LabTest, from_ucum: str, to_ucum: str) -> Decimal:
     return factor_to_si(test, from_ucum) / factor_to_si(test, to_ucum)
 

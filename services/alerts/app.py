@@ -6,12 +6,12 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 from sqlalchemy import text
 
 from services.alerts.audit import AuditLog
@@ -35,6 +35,7 @@ from services.alerts.domain import (
     escalation_id,
     resolution_id,
 )
+from services.alerts.faults import fault_point
 from services.alerts.notify import compose_email, send_email, send_webhook, webhook_payload
 from services.alerts.routing import Recipient, load_routing
 from services.alerts.store import (
@@ -108,10 +109,32 @@ class AlertDetailOut(AlertOut):
     notifications: list[dict]
 
 
+def _storable(text: str) -> str:
+    """Text PostgreSQL can store and compare: no NUL character (it refuses one in any text)."""
+    if "\x00" in text:
+        raise ValueError("must not contain the NUL character (\\x00)")
+    return text
+
+
+def _utc(instant: datetime) -> datetime:
+    """An instant with its offset, in UTC; one that UTC cannot hold (year 1 at +01:00) is
+    refused rather than overflowing in the database driver."""
+    try:
+        return instant.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range: not an instant in UTC") from None
+
+
+# Filters and comments as the API takes them: what the database can hold.
+Text = Annotated[str, AfterValidator(_storable)]
+Instant = Annotated[AwareDatetime, AfterValidator(_utc)]
+MAX_OFFSET = 2**63 - 1  # SQL OFFSET is a bigint
+
+
 class CommentIn(BaseModel):
     """Who acts is the signed-in user; the body says why."""
 
-    comment: str = Field("", max_length=2000)
+    comment: Text = Field("", max_length=2000)
 
 
 class LoginIn(BaseModel):
@@ -210,6 +233,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             NOTIFICATIONS.labels(note.channel, outcome).inc()
             return
+        fault_point("alerts.after-send")  # tests only (services/alerts/faults.py)
         await store.mark_notification(note, None)
         NOTIFICATIONS.labels(note.channel, "sent").inc()
 
@@ -223,6 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             recipients = routing.recipients_for(p.severity.value, event.site_id, p.rule_id)
             if await store.record_raised(event, recipients):
                 ALERTS_STORED.labels(p.severity.value).inc()
+                fault_point("alerts.after-store")  # tests only (services/alerts/faults.py)
             await deliver_all(await store.pending_notifications(p.alert_id))
         elif isinstance(event, EventRetracted):
             await store.retract(event)
@@ -335,12 +360,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response: Response,
         user: Annotated[User, Depends(current_user)],
         status: Annotated[str, Query(pattern="^(open|all)$")] = "open",
-        subject_id: str | None = None,
-        site_id: str | None = None,
+        subject_id: Text | None = None,
+        site_id: Text | None = None,
         severity: Annotated[str | None, Query(pattern="^(critical|high|medium|low|info)$")] = None,
-        rule_id: str | None = None,
+        rule_id: Text | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 500,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> list[dict]:
         """A page of alerts, most severe first, then oldest first, with the total matching in
         the X-Total-Count header (a site user sees their own site's only)."""
@@ -405,7 +430,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/subjects/{subject_id}/timeline")
     async def subject_timeline(
-        subject_id: str, request: Request, user: Annotated[User, Depends(current_user)]
+        subject_id: Text, request: Request, user: Annotated[User, Depends(current_user)]
     ) -> list[dict]:
         """Labs with grades, adverse events, doses, dose decisions, signals and alerts of one
         subject, oldest first, read from the event log and the alert store."""
@@ -432,8 +457,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/audit")
     async def audit_export(
         user: Annotated[User, Depends(physician)],
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
     ) -> list[dict]:
         """The audit log (who viewed or did what, when, from where), oldest first."""
         return await audit.export(since=since, until=until)

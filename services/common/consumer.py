@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from services.common.logs import event_context
 from shared.events import Envelope, EventDecodeError, decode_event
@@ -29,10 +29,25 @@ log = logging.getLogger(__name__)
 RETRY_PAUSE_S = 1.0
 MAX_FAILURES = 5  # of a message failing for a reason other than an unreachable dependency
 TRANSIENT = (KafkaError, OSError, OperationalError, InterfaceError, TimeoutError)
+# PostgreSQL going away or not back yet, which SQLAlchemy's asyncpg dialect reports as a plain
+# DBAPIError: a connection exception (SQLSTATE class 08), shutting down (57P01 administrator,
+# 57P02 crash), starting up (57P03), too many connections (53300).
+UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
 
 EventHandler = Callable[[Envelope], Awaitable[None]]
 # A handler that also needs where the message sits (partition, offset) in its topic.
 PositionedHandler = Callable[[Envelope, int, int], Awaitable[None]]
+
+
+def unreachable(error: BaseException) -> bool:
+    """The failure is a dependency (broker, database) out of reach, not this message's fault:
+    retried for as long as it lasts, never counted towards dead-lettering the message."""
+    if isinstance(error, TRANSIENT):
+        return True
+    if isinstance(error, DBAPIError):
+        sqlstate = getattr(error.orig, "sqlstate", None) or ""
+        return error.connection_invalidated or sqlstate.startswith(UNAVAILABLE_SQLSTATES)
+    return False
 
 
 class RejectedEvent(ValueError):
@@ -84,12 +99,12 @@ def subscribe(
         except RejectedEvent as error:
             await dead_letter(message, str(error), "rejected")
             return
-        except TRANSIENT:
-            CONSUMED_MESSAGES.labels(service, "retry").inc()
-            log.exception("%s: a dependency is unreachable; retrying the same message", service)
-            await asyncio.sleep(RETRY_PAUSE_S)
-            raise
         except Exception as error:
+            if unreachable(error):
+                CONSUMED_MESSAGES.labels(service, "retry").inc()
+                log.exception("%s: a dependency is unreachable; retrying the same message", service)
+                await asyncio.sleep(RETRY_PAUSE_S)
+                raise
             failures[position] = failures.get(position, 0) + 1
             if failures[position] >= MAX_FAILURES:
                 log.exception(

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Query
+from pydantic import BaseModel
 from sqlalchemy import func, select, text
 
 from services.alerts.db import create_engine, upgrade_schema
@@ -32,6 +33,24 @@ from shared.settings import Settings, get_settings
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
 
 log = logging.getLogger(__name__)
+
+
+class FieldRefusal(BaseModel):
+    field: str
+    reason: str
+
+
+class CutoffRefused(BaseModel):
+    detail: FieldRefusal
+
+
+class NotFound(BaseModel):
+    detail: str
+
+
+# The answers other than 200, as the OpenAPI document states them.
+CUTOFF_REFUSED = {422: {"model": CutoffRefused, "description": "The cut-off cannot be read"}}
+NO_ROLLUP = {404: {"model": NotFound, "description": "No rollup of that name"}}
 CUTOFF_HELP = (
     "Events recorded up to this instant: an ISO date (the end of that day, UTC) or a date-time "
     "with its UTC offset; default: now."
@@ -102,14 +121,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 for table in READ_MODELS
             }
 
-    @app.get("/v1/dsmb/rollups", response_model=list[RollupTable])
+    @app.get("/v1/dsmb/rollups", response_model=list[RollupTable], responses=CUTOFF_REFUSED)
     async def rollups(
         cutoff: Annotated[str | None, Query(description=CUTOFF_HELP)] = None,
     ) -> list[RollupTable]:
         """Every DSMB table as of the cut-off."""
         return await tables_at(cutoff)
 
-    @app.get("/v1/dsmb/rollups/{name}", response_model=RollupTable)
+    @app.get(
+        "/v1/dsmb/rollups/{name}",
+        response_model=RollupTable,
+        responses=CUTOFF_REFUSED | NO_ROLLUP,
+    )
     async def rollup(
         name: str, cutoff: Annotated[str | None, Query(description=CUTOFF_HELP)] = None
     ) -> RollupTable:

@@ -49,7 +49,10 @@ def parse_cutoff(text: str) -> datetime:
         raise CutoffError(f"'{text}' is neither an ISO date nor an ISO date-time") from None
     if instant.tzinfo is None:
         raise CutoffError(f"'{text}' has no UTC offset (add Z or +08:00, or give a date)")
-    return instant.astimezone(UTC)
+    try:
+        return instant.astimezone(UTC)
+    except OverflowError:  # "0001-01-01T00:00+01:00" is before the first instant Python has
+        raise CutoffError(f"'{text}' is out of range: not an instant in UTC") from None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ subject has liver metastases (safetymon's own extensions, valueBoolean). An enro
 (weight, height, creatinine) comes from the Patient's Observations sent with the ResearchSubject.
 """
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -75,6 +76,9 @@ AE_GRADE_EXTENSION_URL = (
     "http://hl7.org/fhir/uv/ae-research-backport-ig/StructureDefinition/ae-grade"
 )
 NCI_GRADE_CODES = {"C41338": 1, "C41339": 2, "C41340": 3, "C41337": 4, "C48275": 5}
+# A grade code is a number ("3"): ASCII digits, a few of them (str.isdigit also takes "²", and
+# int() refuses that, or thousands of digits).
+GRADE_CODE = re.compile(r"^[0-9]{1,3}$")
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -217,16 +221,47 @@ def _parse(document: Any, root: str) -> tuple[Resource | None, list[Problem]]:
     if not isinstance(document, dict):
         return None, [Problem(root, "not a JSON object")]
     type_name = document.get("resourceType")
-    try:
-        model = get_fhir_model_class(type_name) if isinstance(type_name, str) else None
-    except ValueError:
-        model = None
+    model = _model_of(type_name)
     if model is None:
         return None, [Problem(f"{root}.resourceType", f"'{type_name}' is not an R4 resource type")]
     try:
-        return model.model_validate(document), []
+        return model.model_validate(_without_nulls(document)), []
     except ValidationError as error:
         return None, [Problem(_fhirpath(root, i["loc"]), _reason(i)) for i in error.errors()]
+    except Exception:  # fhir.resources fails (KeyError, TypeError) on a nested unknown type
+        unknown = list(_unknown_resource_types(document, root))
+        return None, unknown or [Problem(root, "not a resource fhir.resources can read")]
+
+
+def _without_nulls(value: Any) -> Any:
+    """FHIR JSON has no null: an element sent as null is an element not sent. (fhir.resources
+    takes null for a required element such as Observation.code, which then cannot be read.)
+    A null inside an array stays: it pairs a primitive with its "_element" extensions."""
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
+
+
+def _model_of(type_name: Any) -> type[Resource] | None:
+    try:
+        return get_fhir_model_class(type_name) if isinstance(type_name, str) else None
+    except ValueError:
+        return None
+
+
+def _unknown_resource_types(value: Any, path: str) -> Iterator[Problem]:
+    """Every resource nested in `value` (contained, a Bundle's entries) of no R4 type."""
+    if isinstance(value, dict):
+        if "resourceType" in value and _model_of(value["resourceType"]) is None:
+            named = value["resourceType"]
+            yield Problem(f"{path}.resourceType", f"'{named}' is not an R4 resource type")
+        for key, item in value.items():
+            yield from _unknown_resource_types(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _unknown_resource_types(item, f"{path}[{index}]")
 
 
 def _fhirpath(root: str, loc: tuple[int | str, ...]) -> str:
@@ -600,7 +635,14 @@ def _collected_at(observation: Observation, context: _Context) -> tuple[Any, str
 def _visit(resource: Any, context: _Context) -> tuple[Any, str]:
     element = context.at(_ext_element(VISIT_EXTENSION_URL))
     extension = _extension(resource, VISIT_EXTENSION_URL)
-    return visit_from_label(extension.valueString if extension else None), element
+    label = extension.valueString if extension else None
+    try:
+        return visit_from_label(label), element
+    except ValidationError as error:  # "C0D1": a cycle and day, but not the protocol's
+        issues = "; ".join(f"{issue['loc'][0]}: {issue['msg']}" for issue in error.errors())
+        reason = f"'{label}' is not a visit of the protocol ({issues})"
+        context.conversion.problems.append(Problem(element, reason))
+        return None, element
 
 
 def _lab_result(
@@ -750,7 +792,7 @@ def _grade(extension: Extension | None, context: _Context) -> int | None:
         return extension.valueInteger
     concept = extension.valueCodeableConcept
     codes = [c.code for c in concept.coding or [] if c.code] if concept else []
-    grades = [int(c) if c.isdigit() else NCI_GRADE_CODES.get(c) for c in codes]
+    grades = [int(c) if GRADE_CODE.match(c) else NCI_GRADE_CODES.get(c) for c in codes]
     grade = next((g for g in grades if g is not None), None)
     if grade == 0:
         context.problem(_ext_element(extension.url), "grade 0 is no adverse event: none to report")
@@ -871,7 +913,7 @@ def _medication_administration(administration: MedicationAdministration, context
         return
     subject = _subject(context, administration.subject, "subject")
     visit, visit_element = _visit(administration, context)
-    if visit is None:
+    if visit is None and all(p.where != visit_element for p in context.conversion.problems):
         context.problem(
             _ext_element(VISIT_EXTENSION_URL),
             f"no protocol visit: send extension {VISIT_EXTENSION_URL} with valueString "

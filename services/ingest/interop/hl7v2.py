@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 import hl7
+from pydantic import ValidationError
 
 from services.ingest.domain import (
     LabCorrectionIn,
@@ -316,7 +317,13 @@ class _Reader:
             self.result.refuse(where, "no patient identifier", "101")
 
     def _patient_visit(self, segment: hl7.Segment, number: int) -> None:
-        self.visit = visit_from_label(_element(segment, 19))
+        label = _element(segment, 19)
+        try:
+            self.visit = visit_from_label(label)
+        except ValidationError as error:  # "C0D1": a cycle and day, but not the protocol's
+            self.visit = None
+            where = "PV1-19" if number == 1 else f"PV1[{number}]-19"
+            self.result.refuse(where, _not_a_visit(label, error), "102")
 
     def _order(self, segment: hl7.Segment, number: int) -> None:
         where = f"OBR[{number}]"
@@ -517,6 +524,11 @@ def _element_of(where: str) -> Callable[[str], str]:
         return elsewhere.get(name) or where + suffixes.get(name, "")
 
     return element_of
+
+
+def _not_a_visit(label: str, error: ValidationError) -> str:
+    issues = "; ".join(f"{issue['loc'][0]}: {issue['msg']}" for issue in error.errors())
+    return f"'{label}' is not a visit of the protocol ({issues})"
 
 
 def _range(text: str) -> tuple[float | None, float | None]:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import pyreadstat
+from pydantic import ValidationError
 
 from services.ingest.domain import (
     AdverseEventIn,
@@ -124,8 +125,18 @@ class _Failed:
 
 FAILED: Final = _Failed()
 DROPPED = "\x00"  # where of a model error on a field already refused; left out
+
+
 # A dataset repeats a few visit labels; Visit is frozen, so one object serves every row.
-_visit_of = lru_cache(maxsize=1024)(visit_from_label)
+@lru_cache(maxsize=1024)
+def _visit_of(label: str | None) -> Visit | str | None:
+    """The visit a label names; None when it names no cycle and day (SCREENING 1); or why the
+    cycle and day it names are not a visit of the protocol ("CYCLE 0 DAY 1")."""
+    try:
+        return visit_from_label(label)
+    except ValidationError as error:
+        issues = "; ".join(f"{issue['loc'][0]}: {issue['msg']}" for issue in error.errors())
+        return f"'{label}' is not a visit of the protocol ({issues})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +208,10 @@ def _read_xpt(data: bytes, filename: str) -> tuple[str, list[str], list[Row]]:
         )
     except (pyreadstat.ReadstatError, pyreadstat.PyreadstatError, UnicodeError) as error:
         raise InteropError(f"{filename}: not a readable SAS transport file: {error}") from None
+    except Exception as error:  # a corrupt file can fail inside pyreadstat in other ways
+        raise InteropError(
+            f"{filename}: not a readable SAS transport file ({type(error).__name__})"
+        ) from None
     columns = [str(name).strip().upper() for name in values]
     cells = [[_xpt_cell(v) for v in column] for column in values.values()]
     rows = [dict(zip(columns, record, strict=True)) for record in zip(*cells, strict=True)]
@@ -269,7 +284,10 @@ def _json_row(row: Mapping[str, Any], number: int) -> Row:
         if isinstance(value, str):
             cleaned[name.upper()] = value.strip() or None
         elif value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
-            cleaned[name.upper()] = None if value is None or value != value else float(value)
+            try:
+                cleaned[name.upper()] = None if value is None or value != value else float(value)
+            except OverflowError:  # an integer past float's range (JSON numbers have no limit)
+                raise InteropError(f"row {number}, {name}: the number is too large") from None
         else:
             raise InteropError(f"row {number}, {name}: a cell is text or a number")
     return cleaned
@@ -536,7 +554,7 @@ def _lab(cells: _Cells, subject: Subject, context: _Context) -> _Draft | Problem
         "reference_low": cells.value(low_column),
         "reference_high": cells.value(high_column),
         "collected_at": _instant(cells, "LBDTC", context.zone, "the specimen collection time"),
-        "visit": _visit_of(cells.text("VISIT")),
+        "visit": _lab_visit(cells),
         "loinc": _loinc(cells, test, context.directory, subject.site_id),
         "fasting": _fasting(cells),
     }
@@ -556,6 +574,11 @@ def _lab(cells: _Cells, subject: Subject, context: _Context) -> _Draft | Problem
 
 
 _NO_RESULT = "no result in LBSTRESN, LBSTRESC or LBORRES (a test not done is LBSTAT NOT DONE)"
+
+
+def _lab_visit(cells: _Cells) -> Visit | _Failed | None:
+    visit = _visit_of(cells.text("VISIT"))
+    return cells.refuse("VISIT", visit) if isinstance(visit, str) else visit
 
 
 def _lab_test(cells: _Cells, site_id: str, directory: Directory) -> LabTest | _Failed | Problem:
@@ -717,6 +740,8 @@ def _visit(cells: _Cells) -> Visit | _Failed:
     if isinstance(label, _Failed):
         return label
     visit = _visit_of(label)
+    if isinstance(visit, str):
+        return cells.refuse("VISIT", visit)
     if visit is None:
         return cells.refuse(
             "VISIT",
