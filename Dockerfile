@@ -54,9 +54,9 @@ WORKDIR /app
 COPY protocols/ /app/protocols/
 # Only the sites' HL7 facilities and local codes (*.yaml); never the enrolment map (*.csv).
 COPY interop/*.yaml /app/interop/
-# Examples to copy from: deploy/users.example.yaml holds published throwaway passwords and is
-# never to be used with real data (see the file's header).
-COPY deploy/users.example.yaml deploy/routing.example.yaml /app/examples/
+# Examples to copy from: deploy/users.example.yaml and deploy/senders.example.yaml hold published
+# throwaway passwords and tokens and are never to be used with real data (see their headers).
+COPY deploy/users.example.yaml deploy/senders.example.yaml deploy/routing.example.yaml /app/examples/
 
 # PYTHONDONTWRITEBYTECODE: the root filesystem may be read-only (Kubernetes); the wheel's modules
 # were compiled at install. MPLCONFIGDIR: matplotlib (DSMB report plots) needs a writable cache

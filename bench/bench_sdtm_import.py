@@ -34,15 +34,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from services.demo.cohort import build_cohort  # noqa: E402
-from services.demo.processes import Services, service_environment  # noqa: E402
+from services.demo.processes import (  # noqa: E402
+    EXAMPLE_EDC_TOKEN,
+    Services,
+    service_environment,
+)
 from services.demo.smtp_sink import SmtpSink  # noqa: E402
 from services.ingest.domain import event_id_of  # noqa: E402
 from services.ingest.interop.importer import import_files  # noqa: E402
 from shared.events import Source  # noqa: E402
+from shared.kafka import kafka_client_kwargs  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
 from shared.topics import ASSESSMENTS  # noqa: E402
 
 CHINA = timezone(timedelta(hours=8))
+# The services run with the example senders file: post as its `edc` (every site).
+SENDER = {"Authorization": f"Bearer {EXAMPLE_EDC_TOKEN}"}
 # LBTESTCD, SI unit, LLN, ULN, typical low, typical high
 PANEL = [
     ("WBC", "10^9/L", 3.5, 9.5, 2.5, 9.0),
@@ -134,7 +141,7 @@ async def post_json_baseline(ingest: str, labs: list[dict]) -> float:
     started = time.perf_counter()
     async with httpx.AsyncClient(base_url=ingest, timeout=120) as client:
         for i in range(0, len(labs), 1000):
-            response = await client.post("/v1/labs/batch", json=labs[i : i + 1000])
+            response = await client.post("/v1/labs/batch", json=labs[i : i + 1000], headers=SENDER)
             response.raise_for_status()
     return time.perf_counter() - started
 
@@ -142,7 +149,8 @@ async def post_json_baseline(ingest: str, labs: list[dict]) -> float:
 async def enrol(ingest: str) -> None:
     enrolments = [s.body for s in build_cohort() if s.endpoint == "/v1/enrolments"]
     async with httpx.AsyncClient(base_url=ingest, timeout=60) as client:
-        (await client.post("/v1/enrolments/batch", json=enrolments)).raise_for_status()
+        response = await client.post("/v1/enrolments/batch", json=enrolments, headers=SENDER)
+        response.raise_for_status()
 
 
 def imported_ids(data: list[dict[str, str]]) -> set[str]:
@@ -165,7 +173,10 @@ def imported_ids(data: list[dict[str, str]]) -> set[str]:
 async def graded_count(bootstrap: str, topic: str, expected: set[str]) -> int:
     """How many of the `expected` lab results the grader has graded (LabGraded events by
     cause), waiting until all are or 15 minutes have passed."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    settings = get_settings().model_copy(update={"kafka_bootstrap_servers": bootstrap})
+    consumer = AIOKafkaConsumer(
+        topic, **kafka_client_kwargs(settings), auto_offset_reset="earliest"
+    )
     await consumer.start()
     causes: set[str] = set()
     deadline = time.monotonic() + 900
@@ -207,7 +218,9 @@ async def run(rows: int) -> dict[str, float]:
         lb = work / "lb.csv"
         write_csv(data, lb)
         started = time.perf_counter()
-        [result] = await asyncio.to_thread(import_files, [lb], ingest, None, work)
+        [result] = await asyncio.to_thread(
+            import_files, [lb], ingest, None, work, token=EXAMPLE_EDC_TOKEN
+        )
         import_s = time.perf_counter() - started
         graded = await graded_count(
             settings.kafka_bootstrap_servers, f"{namespace}{ASSESSMENTS}", imported_ids(data)

@@ -218,19 +218,31 @@ def dsmb_report(cutoff: str, out_dir: str) -> int:
 
 
 def import_command(
-    paths: list[str], ingest_url: str | None, offset: str | None, errors: str | None
+    paths: list[str],
+    ingest_url: str | None,
+    offset: str | None,
+    errors: str | None,
+    token: str | None,
 ) -> int:
     """Send files to ingest; exit 0 if every row/message was accepted, 3 if some were rejected
-    (see the error report), 2 if a file could not be imported."""
+    (see the error report), 2 if a file could not be imported (or no token was given)."""
+    import os
     from pathlib import Path
 
-    from services.ingest.interop.importer import ImportFailed, import_files
+    from services.ingest.interop.importer import TOKEN_ENV, ImportFailed, import_files
 
     settings = get_settings()
     url = ingest_url or f"http://{settings.bind_host}:{settings.ingest_port}"
+    token = token or os.environ.get(TOKEN_ENV)
+    if not token:
+        print(
+            f"error: no token: set {TOKEN_ENV} (or pass --token) to the sending system's token",
+            file=sys.stderr,
+        )
+        return 2
     try:
         results = import_files(
-            [Path(p) for p in paths], url, offset, Path(errors) if errors else None
+            [Path(p) for p in paths], url, offset, Path(errors) if errors else None, token=token
         )
     except ImportFailed as error:
         print(f"error: {error}", file=sys.stderr)
@@ -350,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     import_cmd.add_argument(
         "--errors", metavar="DIR", help="where to write FILE.errors.csv (default: beside FILE)"
     )
+    import_cmd.add_argument(
+        "--token",
+        help="the sending system's ingest token (default: SAFETYMON_TOKEN; prefer the variable: "
+        "a command line is visible to other users of the machine)",
+    )
 
     add_dlq_parser(commands)
     commands.add_parser("migrate", help="bring the database to the newest schema")
@@ -369,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dsmb-report":
         return dsmb_report(args.cutoff, args.out)
     if args.command == "import":
-        return import_command(args.files, args.ingest_url, args.utc_offset, args.errors)
+        return import_command(args.files, args.ingest_url, args.utc_offset, args.errors, args.token)
     if args.command == "dlq":
         from services.ops.dlq import run_command
 

@@ -1,9 +1,12 @@
 """Kafka plumbing shared by the services: broker factory, topic creation, publishing events."""
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from ssl import SSLContext
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,10 +16,13 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     for_code,
 )
+from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from prometheus_client import REGISTRY
 
 from shared.events import Envelope, encode_event
@@ -27,11 +33,53 @@ from shared.topics import ALL_TOPICS, DEAD_LETTER_HEADERS, DEAD_LETTERS, TOPIC_C
 log = logging.getLogger(__name__)
 
 
+_SASL = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+
+
+def kafka_security(settings: Settings) -> BaseSecurity:
+    """How to reach the brokers, from KAFKA_SECURITY_PROTOCOL and friends (checked complete by
+    Settings): FastStream's security object, from which every other client's arguments are
+    derived too (`kafka_client_kwargs`), so the broker and the admin and reader clients can
+    never connect differently."""
+    protocol = settings.kafka_security_protocol
+    context = None
+    if protocol.endswith("SSL"):
+        files = (settings.kafka_ssl_cafile, settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+        context = _ssl_context(*(None if f is None else str(f) for f in files))
+    if not protocol.startswith("SASL_"):
+        return BaseSecurity(ssl_context=context)
+    password = settings.kafka_sasl_password
+    return _SASL[settings.kafka_sasl_mechanism](
+        username=settings.kafka_sasl_username or "",
+        password=password.get_secret_value() if password else "",
+        ssl_context=context,
+    )
+
+
+@functools.cache
+def _ssl_context(cafile: str | None, certfile: str | None, keyfile: str | None) -> SSLContext:
+    """One TLS context per set of files for the process: the files are read (and a bad one
+    refused) on first use, at start, not on each of the many short-lived admin clients.
+    Rotated certificates take effect on restart."""
+    return create_ssl_context(cafile=cafile, certfile=certfile, keyfile=keyfile)
+
+
+def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Arguments for any aiokafka client (AIOKafkaAdminClient, AIOKafkaConsumer,
+    AIOKafkaProducer): the bootstrap servers and the security settings, exactly as the
+    FastStream broker gets them."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **parse_security(kafka_security(settings)),
+    }
+
+
 def make_broker(settings: Settings, client_id: str) -> KafkaBroker:
     """A broker whose producer only reports success once every in-sync replica has the record,
     and never writes a retried record twice (idempotent producer)."""
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
+        security=kafka_security(settings),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -53,9 +101,7 @@ async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str
     wanted = [settings.topic(name) for name in ALL_TOPICS]
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=10_000
-        )
+        admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings), request_timeout_ms=10_000)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -162,7 +208,7 @@ async def _committed_offsets(
     __consumer_offsets topic) comes up with the first group: wait for it."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
         try:
             await admin.start()
             return await admin.list_consumer_group_offsets(group)
@@ -178,7 +224,7 @@ async def _committed_offsets(
 def _log_reader(settings: Settings) -> AIOKafkaConsumer:
     """A reader outside any consumer group, committing nothing: for reading the log back."""
     return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_client_kwargs(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -252,7 +298,7 @@ async def read_subject_events(settings: Settings, topic: str, subject_id: str) -
 
 
 async def _partitions_of(settings: Settings, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
     await admin.start()
     try:
         (description,) = await admin.describe_topics([topic])

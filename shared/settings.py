@@ -3,7 +3,7 @@
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -15,6 +15,21 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:19092", validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
+    # How every Kafka client of the services connects (shared/kafka.py kafka_client_kwargs):
+    # TLS (SSL, SASL_SSL) and SASL login (SASL_PLAINTEXT, SASL_SSL). The CA file is needed only
+    # when the broker's certificate is not signed by a CA of the system's store; the client
+    # certificate and key only for mutual TLS.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = Field(
+        "SCRAM-SHA-512", validation_alias="KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: str | None = Field(None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias="KAFKA_SASL_PASSWORD")
+    kafka_ssl_cafile: FilePath | None = Field(None, validation_alias="KAFKA_SSL_CAFILE")
+    kafka_ssl_certfile: FilePath | None = Field(None, validation_alias="KAFKA_SSL_CERTFILE")
+    kafka_ssl_keyfile: FilePath | None = Field(None, validation_alias="KAFKA_SSL_KEYFILE")
     # Prefix for every topic name and consumer group, so parallel runs (tests, demos) never mix.
     topic_namespace: str = Field("", validation_alias="TOPIC_NAMESPACE")
     topic_partitions: int = Field(6, ge=1, validation_alias="TOPIC_PARTITIONS")
@@ -75,6 +90,15 @@ class Settings(BaseSettings):
     enrolment_map_file: str | None = Field(None, validation_alias="ENROLMENT_MAP_FILE")
     mllp_port: int = Field(2575, validation_alias="MLLP_PORT")  # HL7 v2 over MLLP (ingest)
 
+    # The systems that may submit to ingest over HTTP, each with its token's sha256 and the
+    # sites it sends for (YAML, format: deploy/senders.example.yaml): required by ingest.
+    ingest_senders_file: str | None = Field(None, validation_alias="INGEST_SENDERS_FILE")
+    # How long ingest waits for Kafka's acknowledgement before answering 503 (retry): short, so
+    # a slow or unreachable broker pushes back on senders instead of holding their requests.
+    ingest_publish_timeout_s: float = Field(
+        5.0, gt=0, le=120, validation_alias="INGEST_PUBLISH_TIMEOUT_S"
+    )
+
     bind_host: str = Field("127.0.0.1", validation_alias="BIND_HOST")
     ingest_port: int = Field(8001, validation_alias="INGEST_PORT")
     grader_port: int = Field(8002, validation_alias="GRADER_PORT")
@@ -90,6 +114,35 @@ class Settings(BaseSettings):
                 "SMTP_USERNAME is set without SMTP_STARTTLS: refusing to send a "
                 "password in clear text"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> "Settings":
+        protocol = self.kafka_security_protocol
+        sasl = protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and "
+                "KAFKA_SASL_PASSWORD (the login the broker knows the services by)"
+            )
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise ValueError(
+                f"KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD are set but KAFKA_SECURITY_PROTOCOL is "
+                f"{protocol}: they would be ignored; use SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        if protocol == "SASL_PLAINTEXT" and self.kafka_sasl_mechanism == "PLAIN":
+            raise ValueError(
+                "KAFKA_SASL_MECHANISM=PLAIN over SASL_PLAINTEXT sends the password in clear "
+                "text: use SASL_SSL, or a SCRAM mechanism"
+            )
+        files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if not protocol.endswith("SSL") and any(files):
+            raise ValueError(
+                f"KAFKA_SSL_* files are set but KAFKA_SECURITY_PROTOCOL is {protocol}: they "
+                "would be ignored; use SSL or SASL_SSL"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together (mutual TLS)")
         return self
 
     @field_validator("escalation_minutes", mode="before")

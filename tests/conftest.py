@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared.settings import Settings
-from tests.support import USERS_FILE, scratch_database
+from tests.support import SENDERS_FILE, USERS_FILE, scratch_database
 
 
 def _reachable(host_port: str) -> bool:
@@ -62,4 +62,5 @@ def settings(kafka_bootstrap: str, database_url: str, namespace: str) -> Setting
         USERS_FILE=USERS_FILE,
         SESSION_SECRET="test-session-secret-" + uuid.uuid4().hex,
         SESSION_COOKIE_SECURE=False,
+        INGEST_SENDERS_FILE=SENDERS_FILE,
     )

@@ -118,7 +118,12 @@ PHYSICIAN_2 = {"Authorization": "Bearer local-only-token-safety-physician-02-not
 VIEWER = {"Authorization": "Bearer local-only-token-viewer-01-not-for-production"}
 SITE_GZ01 = {"Authorization": "Bearer local-only-token-site-user-gz01-not-for-production"}
 # A sending system allowed to submit for every site (deploy/senders.example.yaml), for ingest.
-INGEST_AUTH = {"Authorization": "Bearer local-only-token-sender-edc-not-for-production"}
+SENDERS_FILE = str(Path(__file__).resolve().parents[1] / "deploy" / "senders.example.yaml")
+INGEST_TOKEN = "local-only-token-sender-edc-not-for-production"
+INGEST_AUTH = {"Authorization": f"Bearer {INGEST_TOKEN}"}
+# Senders of one site each (GZ01, SH02), for the site-scope tests.
+LIS_GZ01 = {"Authorization": "Bearer local-only-token-sender-lis-gz01-not-for-production"}
+LIS_SH02 = {"Authorization": "Bearer local-only-token-sender-lis-sh02-not-for-production"}
 
 
 # Headless-browser tests: Debian's Chromium driven by playwright-core from tests/e2e/browser.

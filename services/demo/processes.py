@@ -14,19 +14,25 @@ from services.common.net import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("ingest", "grader", "alerts", "dsmb")
+# The sending systems of local runs: the published throwaway tokens of the example file (the demo
+# posts as its `edc`, which may send for every site).
+EXAMPLE_SENDERS = REPO_ROOT / "deploy" / "senders.example.yaml"
+EXAMPLE_EDC_TOKEN = "local-only-token-sender-edc-not-for-production"
 
 
 def service_environment(
     *, bootstrap: str, database_url: str, namespace: str, smtp_port: int, **extra: str
 ) -> dict[str, str]:
     """What the services of one run share: the broker, the database, a topic namespace of
-    their own and the SMTP server on this host; `extra` adds or replaces settings."""
+    their own, the SMTP server on this host and the example senders (whose tokens the demo and
+    the tests present); `extra` adds or replaces settings."""
     return os.environ | {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "DATABASE_URL": database_url,
         "TOPIC_NAMESPACE": namespace,
         "SMTP_HOST": "127.0.0.1",
         "SMTP_PORT": str(smtp_port),
+        "INGEST_SENDERS_FILE": str(EXAMPLE_SENDERS),
         **extra,
     }
 

@@ -24,10 +24,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from services.demo.cohort import Submission, build_cohort
-from services.demo.processes import Services, service_environment
+from services.demo.processes import EXAMPLE_EDC_TOKEN, Services, service_environment
 from services.demo.smtp_sink import SmtpSink
 from services.dsmb.report import report_from_database
 from shared.events import EventDecodeError, decode_event
+from shared.kafka import kafka_client_kwargs
 from shared.protocol import study_protocol
 from shared.settings import get_settings
 from shared.topics import ALERTS, ASSESSMENTS
@@ -36,6 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_USERS = REPO_ROOT / "deploy" / "users.example.yaml"
 # The published throwaway token of safety-physician-01 in that file (local use only).
 DEMO_PHYSICIAN = {"Authorization": "Bearer local-only-token-safety-physician-01-not-for-production"}
+# The demo submits as the example senders file's `edc` (every site; a local-only token).
+DEMO_SENDER = {"Authorization": f"Bearer {EXAMPLE_EDC_TOKEN}"}
 WORK_DIR = REPO_ROOT / ".local" / "demo"
 BATCH_SIZE = 100
 SETTLE_TIMEOUT_S = 180.0
@@ -95,10 +98,12 @@ class Tally:
 
 @asynccontextmanager
 async def tally_from_topics(bootstrap: str, namespace: str, tally: Tally):
+    # The services' Kafka security settings (KAFKA_SECURITY_PROTOCOL, ...), on this run's broker.
+    settings = get_settings().model_copy(update={"kafka_bootstrap_servers": bootstrap})
     consumer = AIOKafkaConsumer(
         f"{namespace}{ASSESSMENTS}",
         f"{namespace}{ALERTS}",
-        bootstrap_servers=bootstrap,
+        **kafka_client_kwargs(settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -132,7 +137,9 @@ async def post_cohort(
             and cohort[i + len(batch)].endpoint == endpoint
         ):
             batch.append(cohort[i + len(batch)])
-        response = await client.post(f"{ingest}{endpoint}/batch", json=[s.body for s in batch])
+        response = await client.post(
+            f"{ingest}{endpoint}/batch", json=[s.body for s in batch], headers=DEMO_SENDER
+        )
         if response.status_code != 202:
             raise RuntimeError(f"ingest refused a batch: {response.status_code} {response.text}")
         posted[endpoint] += len(batch)

@@ -37,11 +37,11 @@ PORT_SETTINGS = {
 # What each command cannot run without, beyond the settings' defaults: the defaults of the file
 # settings name files in the source tree, which the image's wheel does not carry (the image sets
 # PROTOCOL_FILE and INTEROP_FILE itself), the default database is a SQLite file under the working
-# directory (read-only in the containers), and the alert service refuses to start without a users
-# file and a session secret.
+# directory (read-only in the containers), the alert service refuses to start without a users
+# file and a session secret, and ingest without its senders file.
 REQUIRED = {
     "ingest": {"KAFKA_BOOTSTRAP_SERVERS", "BIND_HOST", "PROTOCOL_FILE", "INTEROP_FILE",
-               "ENROLMENT_MAP_FILE"},
+               "ENROLMENT_MAP_FILE", "INGEST_SENDERS_FILE"},
     "grader": {"KAFKA_BOOTSTRAP_SERVERS", "BIND_HOST", "PROTOCOL_FILE"},
     "alerts": {"KAFKA_BOOTSTRAP_SERVERS", "BIND_HOST", "DATABASE_URL", "USERS_FILE",
                "SESSION_SECRET", "SMTP_HOST", "SMTP_PORT"},

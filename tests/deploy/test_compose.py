@@ -127,7 +127,7 @@ def test_files_named_by_settings_are_mounted_secrets() -> None:
     for name, service in safetymon_services().items():
         env = environment(service)
         mounted = {f"/run/secrets/{secret}": secret for secret in service.get("secrets", [])}
-        for key in ("ENROLMENT_MAP_FILE", "USERS_FILE"):
+        for key in ("ENROLMENT_MAP_FILE", "USERS_FILE", "INGEST_SENDERS_FILE"):
             if key in env:
                 assert env[key] in mounted, f"{name}: {key}={env[key]} is not a mounted secret"
                 secret = declared[mounted[env[key]]]

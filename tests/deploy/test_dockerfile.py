@@ -101,7 +101,7 @@ def test_environment_is_settings_or_the_interpreters() -> None:
     for name in ("PROTOCOL_FILE", "INTEROP_FILE"):
         assert any(env[name].startswith(target) for target in copied.values()), name
     for name in ("ENROLMENT_MAP_FILE", "USERS_FILE", "SESSION_SECRET", "SMTP_PASSWORD",
-                 "DATABASE_URL"):  # fmt: skip
+                 "DATABASE_URL", "INGEST_SENDERS_FILE", "KAFKA_SASL_PASSWORD"):  # fmt: skip
         assert name not in env, f"{name} is given at run time, never baked in"
 
 

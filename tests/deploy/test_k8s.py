@@ -41,7 +41,8 @@ CRDS = {
 }
 SECRET_KEYS = {"safetymon-secrets": {"database-url", "session-secret", "smtp-username",
                                      "smtp-password"}}  # fmt: skip
-FILE_SECRETS = {"safetymon-enrolment": "enrolment.csv", "safetymon-users": "users.yaml"}
+FILE_SECRETS = {"safetymon-enrolment": "enrolment.csv", "safetymon-users": "users.yaml",
+                "safetymon-senders": "senders.yaml"}  # fmt: skip
 CONFIG_COPIES = {
     "config/protocols/NCT05173246.yaml": "protocols/NCT05173246.yaml",
     "config/interop/NCT05173246.yaml": "interop/NCT05173246.yaml",
@@ -244,7 +245,7 @@ def test_files_named_by_settings_are_mounted(directory: str) -> None:
         mounts = {m["mountPath"]: m for m in container(deployment)["volumeMounts"]}
         env = environment(directory, deployment)
         for key in ("PROTOCOL_FILE", "INTEROP_FILE", "ENROLMENT_MAP_FILE", "USERS_FILE",
-                    "ROUTING_FILE"):  # fmt: skip
+                    "ROUTING_FILE", "INGEST_SENDERS_FILE"):  # fmt: skip
             if key not in env:
                 continue
             path = str(env[key])

@@ -19,7 +19,7 @@ from shared.events import LabGraded, LabResultReported
 from shared.topics import ASSESSMENTS, CLINICAL_EVENTS
 from tests.e2e.conftest import Pipeline, live_pipeline
 from tests.e2e.test_live_pipeline import alert_rows
-from tests.support import events_of, eventually, read_topic
+from tests.support import INGEST_AUTH, INGEST_TOKEN, events_of, eventually, read_topic
 
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -133,7 +133,11 @@ def sdtm_lb_row(usubjid: str, seq: int, value: str, unit: str) -> str:
 def safetymon_import(pipeline: Pipeline, *files: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "services.cli", "import", *map(str, files)],
-        env=pipeline.env | {"INGEST_PORT": pipeline.urls["ingest"].rsplit(":", 1)[1]},
+        env=pipeline.env
+        | {
+            "INGEST_PORT": pipeline.urls["ingest"].rsplit(":", 1)[1],
+            "SAFETYMON_TOKEN": INGEST_TOKEN,
+        },
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -145,7 +149,7 @@ async def test_one_result_in_four_formats_gives_one_event_one_grade_one_alert(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     subject = {fmt: ids[0] for fmt, ids in SUBJECTS.items()}
-    async with httpx.AsyncClient(base_url=pipeline.urls["ingest"]) as client:
+    async with httpx.AsyncClient(base_url=pipeline.urls["ingest"], headers=INGEST_AUTH) as client:
         assert (await client.post("/v1/labs", json=json_lab(subject["json"]))).status_code == 202
         fhir = await client.post("/v1/fhir", json=fhir_observation(SUBJECTS["fhir"][1]))
         assert fhir.status_code == 202, fhir.text
@@ -211,7 +215,7 @@ async def test_malformed_input_of_each_format_is_refused_precisely_and_publishes
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     refused_subject, patient, usubjid = SUBJECTS["refused"]
-    async with httpx.AsyncClient(base_url=pipeline.urls["ingest"]) as client:
+    async with httpx.AsyncClient(base_url=pipeline.urls["ingest"], headers=INGEST_AUTH) as client:
         as_json = await client.post("/v1/labs", json=json_lab(refused_subject) | {"unit": "mg/dL"})
         as_fhir = await client.post("/v1/fhir", json=fhir_observation(patient, value=None))
         unknown = await client.post("/v1/hl7", content=hl7_oru("NOT-ENROLLED", control_id="X1"))
@@ -245,7 +249,7 @@ async def test_malformed_input_of_each_format_is_refused_precisely_and_publishes
 
     # A sentinel result sent after the refused ones: once it is on the topic, anything the
     # refused ones had published would be too.
-    async with httpx.AsyncClient(base_url=pipeline.urls["ingest"]) as client:
+    async with httpx.AsyncClient(base_url=pipeline.urls["ingest"], headers=INGEST_AUTH) as client:
         sentinel = json_lab(SUBJECTS["json"][0]) | {"source_message_id": "sentinel"}
         assert (await client.post("/v1/labs", json=sentinel)).status_code == 202
     records = await read_topic(

@@ -21,7 +21,7 @@ from services.alerts.db import alerts, create_engine
 from services.dsmb.readmodels import READ_MODELS
 from services.dsmb.rebuild import rebuild
 from tests.e2e.conftest import Pipeline, live_pipeline
-from tests.support import PHYSICIAN, eventually
+from tests.support import INGEST_AUTH, PHYSICIAN, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ async def test_day1_neutropenia_reaches_postgres_and_the_mailbox_within_10_s(
     pipeline: Pipeline,
 ) -> None:
     started = time.monotonic()
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=INGEST_AUTH) as client:
         response = await client.post(
             f"{pipeline.urls['ingest']}/v1/labs", json=day1_lab("GZ01-101", 0.9)
         )
@@ -84,7 +84,7 @@ async def test_day1_neutropenia_reaches_postgres_and_the_mailbox_within_10_s(
 
 
 async def test_bad_input_is_refused_and_the_pipeline_keeps_working(pipeline: Pipeline) -> None:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=INGEST_AUTH) as client:
         refused = await client.post(
             f"{pipeline.urls['ingest']}/v1/labs", json=day1_lab("GZ01-102", 0.9) | {"unit": "mg/dL"}
         )
@@ -125,7 +125,7 @@ async def test_one_correlation_id_follows_a_result_through_every_services_logs(
         response = await client.post(
             f"{pipeline.urls['ingest']}/v1/labs",
             json=day1_lab("GZ01-106", 0.8),
-            headers={"X-Correlation-ID": correlation_id},
+            headers=INGEST_AUTH | {"X-Correlation-ID": correlation_id},
         )
     assert response.status_code == 202
     assert response.headers["X-Correlation-ID"] == correlation_id
@@ -153,7 +153,7 @@ async def test_one_correlation_id_follows_a_result_through_every_services_logs(
 
 async def test_a_corrected_result_retracts_the_alert_it_raised(pipeline: Pipeline) -> None:
     ingest = pipeline.urls["ingest"]
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=INGEST_AUTH) as client:
         posted = await client.post(f"{ingest}/v1/labs", json=day1_lab("GZ01-104", 0.9))
         (lab_event_id,) = posted.json()["event_ids"]
         assert await eventually(lambda: alert_rows(pipeline.database_url, "GZ01-104"), 10.0)
@@ -215,7 +215,7 @@ async def projection_settled(pipeline: Pipeline, client: httpx.AsyncClient) -> d
 
 async def test_a_dsmb_cutoff_report_is_unchanged_by_a_later_correction(pipeline: Pipeline) -> None:
     ingest, dsmb = pipeline.urls["ingest"], pipeline.urls["dsmb"]
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=INGEST_AUTH) as client:
         lab = await client.post(f"{ingest}/v1/labs", json=day1_lab("GZ01-110", 0.8))
         (lab_event_id,) = lab.json()["event_ids"]
         assert await eventually(lambda: alert_rows(pipeline.database_url, "GZ01-110"), 10.0)

@@ -41,6 +41,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning"),
 ]
 ROOT = Path(__file__).resolve().parents[2]
+SENDERS_FILE = str(ROOT / "deploy" / "senders.example.yaml")
 # Few examples per operation and mode, not shrunk: the whole file runs in about a minute
 # against the real services (a failure is reported as generated, with its curl command).
 PER_OPERATION = settings(
@@ -158,6 +159,8 @@ def fuzz_api(
 
 def ingest_settings(settings: Settings) -> Settings:
     update: dict[str, Any] = {"mllp_port": 0}  # any free port: tests may run side by side
+    if not settings.ingest_senders_file:
+        update["ingest_senders_file"] = SENDERS_FILE
     return settings.model_copy(update=update)
 
 

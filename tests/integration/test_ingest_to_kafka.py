@@ -6,7 +6,7 @@ from services.ingest.app import create_app
 from shared.events import LabResultReported
 from shared.settings import Settings
 from shared.topics import CLINICAL_EVENTS
-from tests.support import events_of, read_topic, running
+from tests.support import INGEST_AUTH, events_of, read_topic, running
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def lab_body(subject: str = "GZ01-005", **overrides) -> dict:
 
 
 async def test_an_accepted_lab_result_is_in_kafka_keyed_by_subject(settings: Settings) -> None:
-    async with running(create_app(settings)) as client:
+    async with running(create_app(settings), INGEST_AUTH) as client:
         response = await client.post("/v1/labs", json=lab_body())
     assert response.status_code == 202
     (event_id,) = response.json()["event_ids"]
@@ -47,7 +47,7 @@ async def test_an_accepted_lab_result_is_in_kafka_keyed_by_subject(settings: Set
 
 
 async def test_a_resent_message_is_the_same_event(settings: Settings) -> None:
-    async with running(create_app(settings)) as client:
+    async with running(create_app(settings), INGEST_AUTH) as client:
         first = await client.post("/v1/labs", json=lab_body())
         again = await client.post("/v1/labs", json=lab_body())
     assert first.json()["event_ids"] == again.json()["event_ids"]
@@ -57,7 +57,7 @@ async def test_a_batch_with_one_bad_item_is_refused_whole_and_nothing_is_publish
     settings: Settings,
 ) -> None:
     bad_batch = [lab_body("GZ01-001"), lab_body("GZ01-002", unit="g/dL")]
-    async with running(create_app(settings)) as client:
+    async with running(create_app(settings), INGEST_AUTH) as client:
         refused = await client.post("/v1/labs/batch", json=bad_batch)
         sentinel = await client.post("/v1/labs", json=lab_body("GZ01-099"))
     assert refused.status_code == 422
@@ -79,7 +79,7 @@ async def test_a_batch_keeps_each_subjects_order(settings: Settings) -> None:
         lab_body("GZ01-007", value=v, source_message_id=f"m-{i}")
         for i, v in enumerate([3000, 2500, 1200, 900, 1600])
     ]
-    async with running(create_app(settings)) as client:
+    async with running(create_app(settings), INGEST_AUTH) as client:
         response = await client.post("/v1/labs/batch", json=batch)
     assert response.status_code == 202 and response.json()["accepted"] == 5
 
@@ -90,7 +90,7 @@ async def test_a_batch_keeps_each_subjects_order(settings: Settings) -> None:
 
 
 async def test_the_api_is_documented(settings: Settings) -> None:
-    async with running(create_app(settings)) as client:
+    async with running(create_app(settings), INGEST_AUTH) as client:
         spec = (await client.get("/openapi.json")).json()
         health = await client.get("/health")
     assert {"/v1/labs", "/v1/labs/batch", "/v1/enrolments", "/v1/adverse-events", "/v1/doses"} <= (

@@ -60,7 +60,7 @@ from tests.ops.support import (
     metric_names,
     tool,
 )
-from tests.support import PHYSICIAN, eventually, produce
+from tests.support import INGEST_AUTH, PHYSICIAN, eventually, produce
 
 pytestmark = pytest.mark.e2e
 render = load_renderer()
@@ -270,21 +270,29 @@ async def scenario_round(pipeline: Pipeline, client: httpx.AsyncClient, round_: 
     ingest, n = pipeline.urls["ingest"], round_ * 10
     grade3, grade4 = f"GZ01-{501 + n}", f"GZ01-{502 + n}"
     for subject, value in ((grade3, 0.9), (grade4, 0.4)):
-        posted = await client.post(f"{ingest}/v1/labs", json=anc_lab(subject, value))
+        posted = await client.post(
+            f"{ingest}/v1/labs", json=anc_lab(subject, value), headers=INGEST_AUTH
+        )
         assert posted.status_code == 202, posted.text
     hl7_subject = f"GZ01-{504 + n}"
     message = hl7_oru(HL7_PATIENTS[hl7_subject], f"OPS{504 + n}")
     hl7 = await client.post(
-        f"{ingest}/v1/hl7", content=message, headers={"content-type": HL7_MEDIA_TYPE}
+        f"{ingest}/v1/hl7",
+        content=message,
+        headers=INGEST_AUTH | {"content-type": HL7_MEDIA_TYPE},
     )
     assert hl7.status_code == 200, hl7.text
     refused = await client.post(
-        f"{ingest}/v1/labs", json=anc_lab(f"GZ01-{503 + n}", 0.9) | {"unit": "mg/dL"}
+        f"{ingest}/v1/labs",
+        json=anc_lab(f"GZ01-{503 + n}", 0.9) | {"unit": "mg/dL"},
+        headers=INGEST_AUTH,
     )
     assert refused.status_code == 422
     topic = pipeline.settings.topic(CLINICAL_EVENTS)
     await produce(pipeline.settings.kafka_bootstrap_servers, topic, [(b"poison", b"not json")])
-    sae = await client.post(f"{ingest}/v1/adverse-events", json=serious_ae(f"GZ01-{505 + n}"))
+    sae = await client.post(
+        f"{ingest}/v1/adverse-events", json=serious_ae(f"GZ01-{505 + n}"), headers=INGEST_AUTH
+    )
     assert sae.status_code == 202, sae.text
     await acknowledge(client, pipeline.urls["alerts"], grade4)
 
@@ -334,7 +342,7 @@ async def feed_cohort(client: httpx.AsyncClient, ingest: str, seconds: float) ->
     pause = seconds / len(batches)
     for batch in batches:
         response = await client.post(
-            f"{ingest}{batch[0].endpoint}/batch", json=[s.body for s in batch]
+            f"{ingest}{batch[0].endpoint}/batch", json=[s.body for s in batch], headers=INGEST_AUTH
         )
         assert response.status_code == 202, response.text
         await asyncio.sleep(pause)

@@ -4,7 +4,11 @@ subject's results keep their order); HL7 v2 files (.hl7: one or more messages) a
 files (.json: a resource or a Bundle) go to their endpoints as they are.
 
 Importing is idempotent: ingest derives each event's id from the row (or message), so re-running
-an import publishes the same events again, which every consumer takes once."""
+an import publishes the same events again, which every consumer takes once.
+
+Ingest takes submissions only with a sending system's token (Authorization: Bearer, see
+services/ingest/senders.py): `safetymon import` reads it from SAFETYMON_TOKEN or --token. Rows
+of a site the token's sender may not submit for come back as rejected rows."""
 
 import csv
 import json
@@ -23,6 +27,7 @@ from services.ingest.interop.common import InteropError
 
 ROWS_PER_REQUEST = 2000
 HL7_MESSAGE_START = re.compile(rb"(?=(?:^|[\r\n])MSH\|)")
+TOKEN_ENV = "SAFETYMON_TOKEN"
 
 
 @dataclass
@@ -47,6 +52,11 @@ class ImportFailed(Exception):
 def _post(client: httpx.Client, path: str, **kwargs: Any) -> httpx.Response:
     for attempt in range(5):
         response = client.post(path, **kwargs)
+        if response.status_code == 401:  # nothing of any file would go through
+            raise ImportFailed(
+                f"ingest refused the token (HTTP 401: {response.text[:300]}): set {TOKEN_ENV} "
+                "or --token to the sending system's token"
+            )
         if response.status_code != 503:
             return response
         time.sleep(float(response.headers.get("Retry-After", 1)) * (attempt + 1))
@@ -140,13 +150,20 @@ def write_error_report(result: FileResult, directory: Path) -> Path:
 
 
 def import_files(
-    paths: list[Path], ingest_url: str, utc_offset: str | None, errors_dir: Path | None
+    paths: list[Path],
+    ingest_url: str,
+    utc_offset: str | None,
+    errors_dir: Path | None,
+    *,
+    token: str,
 ) -> list[FileResult]:
+    """Send every file to ingest as the sending system whose `token` this is."""
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     results = []
+    auth = {"Authorization": f"Bearer {token}"}
     with (
-        httpx.Client(base_url=ingest_url, timeout=120) as client,
+        httpx.Client(base_url=ingest_url, timeout=120, headers=auth) as client,
         Progress(*columns, TimeRemainingColumn(), console=console) as progress,
     ):
         for path in paths:

@@ -1,22 +1,29 @@
 """Ingest's interoperability endpoints: HL7 v2 (HTTP; MLLP shares the handler), FHIR R4 and
 CDISC SDTM. Each converts with its adapter and publishes through the shared Publisher."""
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from services.ingest.interop import fhir, hl7v2, sdtm
 from services.ingest.interop.common import Directory, InteropError, Problem
 from services.ingest.interop.publishing import Outcome, accept_and_publish
-from services.ingest.publisher import EventLogUnavailable, Publisher
+from services.ingest.publisher import RETRY_AFTER_S, EventLogUnavailable, Publisher
+from services.ingest.senders import EVERY_SITE, Sender
 from shared.metrics import INGEST_REJECTS
 
 HL7_MEDIA_TYPE = "x-application/hl7-v2+er7"
 FHIR_MEDIA_TYPE = "application/fhir+json"
 MAX_SDTM_ROWS_PER_REQUEST = 5000
-RETRY_AFTER = {"Retry-After": "5"}
+RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_S)}
+# HL7 v2 over MLLP has no header for a token: the connection is authenticated by the network
+# (mutual TLS in front of the port, a VPN, a NetworkPolicy admitting only the sites' lab
+# systems), and a message is only taken for the site its sending facility (MSH-4) names in the
+# interop file (hl7v2._Reader refuses a patient of another site). So no sender scope here.
+MLLP_PEER = Sender("mllp", frozenset({EVERY_SITE}))
 
 
 class RowProblem(BaseModel):
@@ -48,14 +55,26 @@ class SdtmRows(BaseModel):
 # ---------------------------------------------------------------------------------------------
 
 
-async def handle_hl7(publisher: Publisher, directory: Directory, data: bytes) -> tuple[int, bytes]:
+async def handle_hl7(
+    publisher: Publisher, directory: Directory, data: bytes, sender: Sender
+) -> tuple[int, bytes]:
     """An HL7 v2 message in, its acknowledgement out (encoded like the message), with the HTTP
-    status that goes with it: 200 AA, 422 AE/AR (nothing published), 503 (resend)."""
+    status that goes with it: 200 AA, 422 AE/AR (nothing published), 403 AR (a patient of a
+    site the sender may not submit for), 503 (resend)."""
     result = hl7v2.convert_oru_bytes(data, directory)
+    units = [(0, result.conversion)]
     try:
-        outcome = await accept_and_publish(publisher, [(0, result.conversion)], "/v1/hl7")
+        outcome = await accept_and_publish(publisher, units, "/v1/hl7", sender)
     except EventLogUnavailable as error:
         return 503, hl7v2.encode(hl7v2.ack_for_failure(result, str(error)), result)
+    if outcome.forbidden:
+        INGEST_REJECTS.labels("/v1/hl7", "forbidden").inc()
+        # AR (rejected for the sender's authority, not the content), and nothing said of the
+        # content: only the site refusal.
+        result.conversion.problems, result.conversion.skipped = [], []
+        for problem in outcome.problems:
+            result.refuse(problem.where, problem.reason, "204", reject=True)
+        return 403, hl7v2.encode(hl7v2.ack(result), result)
     if outcome.refused:
         INGEST_REJECTS.labels("/v1/hl7", "invalid").inc()
         result.conversion.problems = outcome.problems
@@ -87,15 +106,23 @@ def sdtm_outcome(domain: str, rows: int, outcome: Outcome) -> SdtmOutcome:
 
 
 async def _publish_dataset(
-    publisher: Publisher, directory: Directory, dataset: sdtm.Dataset, offset: str | None
+    publisher: Publisher,
+    directory: Directory,
+    dataset: sdtm.Dataset,
+    offset: str | None,
+    sender: Sender,
 ) -> JSONResponse:
+    """Each row stands alone: a row for a site the sender may not submit for is one more
+    rejected row (with the reason), the others go through."""
     units = list(sdtm.convert_dataset(dataset, directory, offset))
     endpoint = f"/v1/sdtm/{dataset.domain.lower()}"
     try:
-        outcome = await accept_and_publish(publisher, units, endpoint)
+        outcome = await accept_and_publish(publisher, units, endpoint, sender)
     except EventLogUnavailable as error:
         return JSONResponse({"detail": str(error)}, 503, headers=RETRY_AFTER)
-    if outcome.refused:
+    if outcome.forbidden:
+        INGEST_REJECTS.labels(endpoint, "forbidden").inc()
+    if len(outcome.refused) > len(outcome.forbidden):
         INGEST_REJECTS.labels(endpoint, "invalid").inc()
     report = sdtm_outcome(dataset.domain, len(units), outcome)
     return JSONResponse(report.model_dump(), status_code=202)
@@ -110,7 +137,16 @@ def _unreadable(field: str, reason: str) -> JSONResponse:
 # ---------------------------------------------------------------------------------------------
 
 
-def add_interop_routes(app: FastAPI, publisher: Publisher, directory: Directory) -> None:
+def add_interop_routes(
+    app: FastAPI,
+    publisher: Publisher,
+    directory: Directory,
+    current_sender: Callable[..., Awaitable[Sender]],
+) -> None:
+    """The HL7 v2, FHIR and SDTM endpoints, each for an authenticated sender
+    (`current_sender`, the dependency of services.ingest.senders)."""
+    SenderIn = Annotated[Sender, Depends(current_sender)]
+
     @app.post(
         "/v1/hl7",
         summary="An HL7 v2.x ORU^R01 lab result message (ER7); answers with its ACK",
@@ -120,8 +156,8 @@ def add_interop_routes(app: FastAPI, publisher: Publisher, directory: Directory)
         response_class=Response,
         responses={200: {"content": {HL7_MEDIA_TYPE: {}}, "description": "ACK (AA)"}},
     )
-    async def hl7_message(request: Request) -> Response:
-        status, ack = await handle_hl7(publisher, directory, await request.body())
+    async def hl7_message(request: Request, sender: SenderIn) -> Response:
+        status, ack = await handle_hl7(publisher, directory, await request.body(), sender)
         headers = RETRY_AFTER if status == 503 else None
         return Response(ack, status, headers=headers, media_type=HL7_MEDIA_TYPE)
 
@@ -131,13 +167,23 @@ def add_interop_routes(app: FastAPI, publisher: Publisher, directory: Directory)
         "ResearchSubject) or a transaction/batch Bundle; answers with an OperationOutcome",
         response_class=JSONResponse,
     )
-    async def fhir_resource(document: Annotated[Any, Body(media_type=FHIR_MEDIA_TYPE)]) -> Any:
+    async def fhir_resource(
+        document: Annotated[Any, Body(media_type=FHIR_MEDIA_TYPE)], sender: SenderIn
+    ) -> Any:
         units = fhir.units_of(document, directory)
         try:
-            outcome = await accept_and_publish(publisher, units, "/v1/fhir")
+            outcome = await accept_and_publish(
+                publisher, units, "/v1/fhir", sender, forbidden_refuses_all=True
+            )
         except EventLogUnavailable as error:
             body = fhir.operation_outcome([Problem("", str(error))], code="transient")
             return JSONResponse(body, 503, headers=RETRY_AFTER, media_type=FHIR_MEDIA_TYPE)
+        if outcome.forbidden:
+            # Even a batch's allowed entries are not published: the sender is misconfigured.
+            INGEST_REJECTS.labels("/v1/fhir", "forbidden").inc()
+            forbidden = [p for problems in outcome.forbidden.values() for p in problems]
+            body = fhir.operation_outcome(forbidden, code="forbidden")
+            return JSONResponse(body, 403, media_type=FHIR_MEDIA_TYPE)
         if outcome.refused:
             INGEST_REJECTS.labels("/v1/fhir", "invalid").inc()
         body = fhir.outcome_of(outcome.problems, outcome.skipped, len(outcome.events))
@@ -150,12 +196,12 @@ def add_interop_routes(app: FastAPI, publisher: Publisher, directory: Directory)
         response_model=SdtmOutcome,
         status_code=202,
     )
-    async def sdtm_rows(body: SdtmRows) -> Any:
+    async def sdtm_rows(body: SdtmRows, sender: SenderIn) -> Any:
         try:
             dataset = sdtm.dataset_of_rows(body.domain, body.rows, body.first_row)
         except InteropError as error:
             return _unreadable("rows", str(error))
-        return await _publish_dataset(publisher, directory, dataset, body.utc_offset)
+        return await _publish_dataset(publisher, directory, dataset, body.utc_offset, sender)
 
     @app.post(
         "/v1/sdtm/{domain}",
@@ -174,6 +220,7 @@ def add_interop_routes(app: FastAPI, publisher: Publisher, directory: Directory)
     )
     async def sdtm_file(
         request: Request,
+        sender: SenderIn,
         domain: str,
         filename: Annotated[str | None, Query(max_length=255)] = None,
         utc_offset: Annotated[str | None, Query(pattern=r"^[+-]\d{2}:\d{2}$")] = None,
@@ -185,7 +232,7 @@ def add_interop_routes(app: FastAPI, publisher: Publisher, directory: Directory)
             return _unreadable("file", str(error))
         if dataset.domain != domain.upper():
             return _unreadable("domain", f"the file holds {dataset.domain}, not {domain.upper()}")
-        return await _publish_dataset(publisher, directory, dataset, utc_offset)
+        return await _publish_dataset(publisher, directory, dataset, utc_offset, sender)
 
 
 def _extension(request: Request) -> str:
