@@ -3,7 +3,7 @@
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from ssl import SSLContext
 from typing import Any
@@ -229,38 +229,6 @@ def _log_reader(settings: Settings) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-
-
-async def replay_committed(
-    settings: Settings, topic: str, group: str, handle: Callable[[bytes], None]
-) -> int:
-    """Feed `handle` every record of `topic` below `group`'s committed offsets, partition by
-    partition: what the group has already processed, so a service can rebuild its in-memory
-    state before it consumes on. Returns the number of records replayed."""
-    committed = await _committed_offsets(settings, group)
-    targets = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
-    targets = {tp: offset for tp, offset in targets.items() if offset > 0}
-    if not targets:
-        return 0
-    reader = _log_reader(settings)
-    await reader.start()
-    replayed = 0
-    try:
-        reader.assign(list(targets))
-        await reader.seek_to_beginning(*targets)
-        while targets:
-            batches = await reader.getmany(*targets, timeout_ms=1000)
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset < targets.get(tp, 0):
-                        handle(record.value)
-                        replayed += 1
-                if await reader.position(tp) >= targets[tp]:
-                    del targets[tp]
-                    reader.pause(tp)
-    finally:
-        await reader.stop()
-    return replayed
 
 
 async def read_to_end(settings: Settings, topic: str) -> AsyncIterator[list[ConsumerRecord]]:
