@@ -47,7 +47,7 @@ from services.alerts.store import (
 )
 from services.alerts.timeline import timeline
 from services.alerts.web import desk_router
-from services.common.consumer import RejectedEvent, subscribe
+from services.common.consumer import RejectedEvent, subscribe, unreachable
 from services.common.http import add_operational_routes
 from services.common.logs import configure_logging
 from shared.events import (
@@ -80,6 +80,7 @@ from shared.settings import Settings, get_settings
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
 
 log = logging.getLogger(__name__)
+RECORD_RETRY_S = 1.0  # while the database is unreachable, between attempts to record a send
 
 
 class AlertOut(BaseModel):
@@ -213,13 +214,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             payload = webhook_payload(alert, note.alert_state, slack=note.channel == "slack")
             await send_webhook(settings, note.recipient, payload, str(note.notification_id))
 
+    async def record_outcome(note: PendingNotification, error: str | None) -> None:
+        """Record what became of a claimed notification, waiting out a database outage: one
+        claimed and never recorded stays "sending", which nothing retries (the email lost, or,
+        if it went out, sent again at the next restart with the alert never "notified")."""
+        while True:
+            try:
+                return await store.mark_notification(note, error, settings.notification_retry_s)
+            except Exception as problem:
+                if not unreachable(problem):
+                    raise
+                log.warning(
+                    "%s to %s for alert %s: outcome not recorded yet, database unreachable",
+                    note.channel,
+                    note.recipient,
+                    note.alert_id,
+                )
+                await asyncio.sleep(RECORD_RETRY_S)
+
     async def deliver(note: PendingNotification) -> None:
         if not await store.claim(note):
             return  # another pass is sending it
         try:
             await send(note)
         except Exception as error:  # any channel failure: record it, retry later, never block
-            await store.mark_notification(note, repr(error)[:1000], settings.notification_retry_s)
+            await record_outcome(note, repr(error)[:1000])
             outcome = "abandoned" if note.attempts + 1 >= MAX_ATTEMPTS else "failed"
             log.log(
                 logging.ERROR if outcome == "abandoned" else logging.WARNING,
@@ -234,7 +253,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             NOTIFICATIONS.labels(note.channel, outcome).inc()
             return
         fault_point("alerts.after-send")  # tests only (services/alerts/faults.py)
-        await store.mark_notification(note, None)
+        await record_outcome(note, None)
         NOTIFICATIONS.labels(note.channel, "sent").inc()
 
     async def deliver_all(notes: list[PendingNotification]) -> None:
