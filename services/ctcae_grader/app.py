@@ -95,8 +95,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             len(replayed),
         )
 
-    ledger_partition: dict[str, int] = {}
-
     def replay(into: dict[str, SubjectLedger], raw: bytes) -> None:
         with contextlib.suppress(EventDecodeError):  # poison was dead-lettered the first time
             event = decode_event(raw)

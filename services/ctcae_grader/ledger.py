@@ -44,15 +44,27 @@ class SubjectLedger:
     events: list[Envelope] = field(default_factory=list)  # effective clinical events, in order
     state: PatientState | None = None
     live: dict[UUID, Envelope] = field(default_factory=dict)  # outputs that currently hold
+    # Every event id applied, revisions included: the log is at-least-once (a client resends
+    # what got no answer, though Kafka may have written it), so a second copy changes nothing.
+    applied: set[UUID] = field(default_factory=set)
 
     def clone(self) -> "SubjectLedger":
         """A copy to work on: kept only once its outputs are durable."""
-        return SubjectLedger(list(self.events), self.state, dict(self.live))
+        return SubjectLedger(list(self.events), self.state, dict(self.live), set(self.applied))
 
     def record(
         self, protocol: Protocol, event: Envelope, ranges: ReferenceRangeTable | None
     ) -> Outputs:
-        """A new clinical fact: applied on top of the current state."""
+        """A new clinical fact: applied on top of the current state, once."""
+        if event.event_id in self.applied:
+            return Outputs()
+        outputs = self._apply(protocol, event, ranges)
+        self.applied.add(event.event_id)  # after: a refused revision may come again, refused again
+        return outputs
+
+    def _apply(
+        self, protocol: Protocol, event: Envelope, ranges: ReferenceRangeTable | None
+    ) -> Outputs:
         if isinstance(event, EventCorrected | EventRetracted):
             return self.revise(protocol, event, ranges)
         self.state, assessment = step(protocol, self.state, event, ranges)

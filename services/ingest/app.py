@@ -38,6 +38,7 @@ from services.ingest.publisher import (
     Publisher,
     keep_connected,
 )
+from services.ingest.refusals import REFUSAL_RESPONSE, refusal
 from services.ingest.senders import Sender, SenderDirectory, sender_dependency
 from shared.kafka import make_broker
 from shared.metrics import INGEST_REJECTS
@@ -63,11 +64,9 @@ class _Refused(Exception):
 
 
 def _refusal(problems: list[tuple], status: int = 422) -> JSONResponse:
-    details = [
-        {"field": ".".join(str(part) for part in loc), "reason": msg, "type": kind}
-        for loc, msg, kind in problems
-    ]
-    return JSONResponse({"detail": details}, status_code=status)
+    return refusal(
+        [(".".join(str(part) for part in loc), msg, kind) for loc, msg, kind in problems], status
+    )
 
 
 def load_senders(settings: Settings, directory: Directory) -> SenderDirectory:
@@ -116,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Clinical facts in: enrolment, lab results, adverse events, doses. Every "
         "submission needs its sending system's token (Authorization: Bearer ...).",
         lifespan=lambda _: running(settings, broker, link, mllp_handler),
+        responses=REFUSAL_RESPONSE,
     )
 
     async def broker_ok() -> dict[str, bool]:

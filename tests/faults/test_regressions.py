@@ -11,11 +11,12 @@ missing, because the database restarted at the wrong moment.
 failure. The message was retried once the database was back, found nothing pending (the claim
 still said "sending") and was committed: the email was never sent, until the service restarted.
 
-3. (Open, in the grader: xfail.) Ingest answered 503 to a request whose records Kafka wrote
+3. Ingest answered 503 to a request whose records Kafka wrote
 anyway, or was killed between Kafka's ack and its answer; the client resent, so the same event
 sits twice in the clinical-events topic (the Kafka outage scenario saw over a hundred). The
 grader records it twice; a later correction of that result leaves the duplicate standing, so the
-alert it raised is never retracted (and the dose hold stays).
+alert it raised was never retracted (and the dose hold stayed). The ledger now applies an
+event id once.
 """
 
 import asyncio
@@ -183,11 +184,6 @@ async def test_an_email_claimed_as_the_database_went_away_is_sent_once_it_is_bac
     assert len(mine()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="grader: a clinical event delivered twice is recorded twice (SubjectLedger.record "
-    "does not drop an event id it holds); its correction then leaves the alert standing",
-)
 def test_a_resent_result_then_corrected_retracts_its_alert() -> None:
     protocol = study_protocol("NCT05173246")
     ledger = SubjectLedger()

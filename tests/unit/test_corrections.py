@@ -134,3 +134,29 @@ def test_the_same_revision_replayed_from_scratch_gives_the_same_outputs() -> Non
     _, first = ledger_with(*events)
     _, again = ledger_with(*events)
     assert [o.event_id for o in first] == [o.event_id for o in again]
+
+
+def test_a_result_delivered_twice_is_applied_once() -> None:
+    low = lab("ANC", 0.9, day=1)
+    ledger, _ = ledger_with(enrolment(platinum="carboplatin"), low)
+    again = ledger.record(PROTOCOL, low.model_copy(), None)
+    assert again.assessments == [] and again.alerts == []
+    assert [e.event_id for e in ledger.events].count(low.event_id) == 1
+
+
+def test_a_revision_delivered_twice_retracts_once() -> None:
+    low = lab("ANC", 0.9, day=1)
+    ledger, _ = ledger_with(enrolment(platinum="carboplatin"), low)
+    withdrawal = retracted(low)
+    first = ledger.record(PROTOCOL, withdrawal, None)
+    again = ledger.record(PROTOCOL, withdrawal.model_copy(), None)
+    assert retractions_in(first.assessments, first.alerts)
+    assert again.assessments == [] and again.alerts == []
+
+
+def test_a_refused_revision_stays_refused_when_delivered_again() -> None:
+    ledger, _ = ledger_with(enrolment())
+    stray = retracted(lab("ANC", 0.9))
+    for _ in range(2):
+        with pytest.raises(RevisionRefused):
+            ledger.record(PROTOCOL, stray, None)

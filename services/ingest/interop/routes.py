@@ -12,6 +12,7 @@ from services.ingest.interop import fhir, hl7v2, sdtm
 from services.ingest.interop.common import Directory, InteropError, Problem
 from services.ingest.interop.publishing import Outcome, accept_and_publish
 from services.ingest.publisher import RETRY_AFTER_S, EventLogUnavailable, Publisher
+from services.ingest.refusals import Refusal, refusal
 from services.ingest.senders import EVERY_SITE, Sender
 from shared.metrics import INGEST_REJECTS
 
@@ -114,7 +115,12 @@ async def _publish_dataset(
 ) -> JSONResponse:
     """Each row stands alone: a row for a site the sender may not submit for is one more
     rejected row (with the reason), the others go through."""
-    units = list(sdtm.convert_dataset(dataset, directory, offset))
+    try:
+        units = list(sdtm.convert_dataset(dataset, directory, offset))
+    except sdtm.BadUtcOffset as error:
+        return _unreadable("utc_offset", str(error))
+    except InteropError as error:
+        return _unreadable("domain", str(error))
     endpoint = f"/v1/sdtm/{dataset.domain.lower()}"
     try:
         outcome = await accept_and_publish(publisher, units, endpoint, sender)
@@ -129,7 +135,7 @@ async def _publish_dataset(
 
 
 def _unreadable(field: str, reason: str) -> JSONResponse:
-    return JSONResponse({"detail": [{"field": field, "reason": reason}]}, status_code=422)
+    return refusal([(field, reason, None)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +160,10 @@ def add_interop_routes(
             "requestBody": {"content": {HL7_MEDIA_TYPE: {"schema": {"type": "string"}}}}
         },
         response_class=Response,
-        responses={200: {"content": {HL7_MEDIA_TYPE: {}}, "description": "ACK (AA)"}},
+        responses={
+            200: {"content": {HL7_MEDIA_TYPE: {}}, "description": "ACK (AA)"},
+            422: {"content": {HL7_MEDIA_TYPE: {}}, "description": "ACK (AE or AR), with ERR"},
+        },
     )
     async def hl7_message(request: Request, sender: SenderIn) -> Response:
         status, ack = await handle_hl7(publisher, directory, await request.body(), sender)
@@ -166,6 +175,14 @@ def add_interop_routes(
         summary="A FHIR R4 resource (Observation, AdverseEvent, MedicationAdministration, "
         "ResearchSubject) or a transaction/batch Bundle; answers with an OperationOutcome",
         response_class=JSONResponse,
+        responses={
+            422: {
+                "description": "An OperationOutcome naming each element refused (expression); "
+                "JSON that is no document at all: the fields refused",
+                "content": {FHIR_MEDIA_TYPE: {"schema": {"type": "object"}}},
+                "model": Refusal,
+            }
+        },
     )
     async def fhir_resource(
         document: Annotated[Any, Body(media_type=FHIR_MEDIA_TYPE)], sender: SenderIn

@@ -354,13 +354,17 @@ def _number(value: Cell) -> float | None:
     return None if value is None or value != value else float(value)
 
 
+class BadUtcOffset(InteropError):
+    """The utc_offset given for the rows is no UTC offset."""
+
+
 @cache
 def _zone(offset: str | None) -> tzinfo | None:
     if offset is None:
         return None
     match = UTC_OFFSET.match(offset.strip())
     if not match or int(match[2]) > 14 or int(match[3]) > 59:
-        raise InteropError(f"utc_offset '{offset}' is not a UTC offset such as +08:00")
+        raise BadUtcOffset(f"utc_offset '{offset}' is not a UTC offset such as +08:00")
     sign = -1 if match[1] == "-" else 1
     return timezone(sign * timedelta(hours=int(match[2]), minutes=int(match[3])))
 
