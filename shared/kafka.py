@@ -10,10 +10,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import (
+    AuthenticationFailedError,
     KafkaConnectionError,
     KafkaError,
+    SaslAuthenticationFailed,
     TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
     for_code,
 )
 from aiokafka.helpers import create_ssl_context
@@ -109,12 +113,44 @@ async def ensure_topics(settings: Settings, timeout_s: float = 60.0) -> list[str
             if missing:
                 await _create(admin, missing, settings)
             return missing
-        except KafkaConnectionError:
+        except KafkaConnectionError as error:
+            if refused := await _login_refused(settings):
+                raise refused from error  # no outage to wait out: the login will not change
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
+
+
+_LOGIN_REFUSED = (
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+    AuthenticationFailedError,
+)
+
+
+async def _login_refused(settings: Settings, timeout_s: float = 5.0) -> KafkaError | None:
+    """Why the brokers refuse the SASL login (wrong password, unknown user, mechanism not
+    enabled), or None if they take it or cannot be asked. aiokafka's clients report a refused
+    login only as "Unable to bootstrap", as they report an unreachable broker (the reason goes
+    to their log): so a bootstrap server is asked directly."""
+    if not settings.kafka_security_protocol.startswith("SASL_"):
+        return None
+    security = parse_security(kafka_security(settings))
+    for host, port, _ in collect_hosts(settings.kafka_bootstrap_servers, randomize=False):
+        try:
+            async with asyncio.timeout(timeout_s):
+                connection = await create_conn(
+                    host, port, request_timeout_ms=int(timeout_s * 1000), **security
+                )
+        except _LOGIN_REFUSED as error:
+            return error
+        except (OSError, KafkaError, TimeoutError):
+            continue  # this one is unreachable: another may answer
+        connection.close()
+        return None
+    return None
 
 
 async def _create(admin: AIOKafkaAdminClient, names: list[str], settings: Settings) -> None:

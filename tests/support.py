@@ -3,6 +3,7 @@
 import asyncio
 import os
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 
+from services.common.net import free_port
+from services.demo.processes import REPO_ROOT
 from shared.events import Envelope, decode_event, encode_event
 
 
@@ -51,6 +54,57 @@ async def scratch_database(postgres_url: str, prefix: str) -> AsyncIterator[str]
             await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await connection.close()
+
+
+async def infra(script: str, command: str, env: dict[str, str] | None = None) -> float:
+    """`scripts/kafka` or `scripts/postgres` start|stop|reset, with `env` added to the
+    environment (in a thread: the clients and the checks of this process go on meanwhile); the
+    seconds it took."""
+    started = time.monotonic()
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", str(REPO_ROOT / "scripts" / script), command],
+        capture_output=True,
+        text=True,
+        env=os.environ | (env or {}),
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"scripts/{script} {command} failed: {result.stderr[-2000:]}")
+    return time.monotonic() - started
+
+
+@asynccontextmanager
+async def private_kafka(
+    name: str, properties: str = "", **env: str
+) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """A single-node broker of the caller's own, wiped and deleted on exit: scripts/kafka with
+    KAFKA_HOME=.local/kafka-<name>-<pid>, free ports and the shared broker's jars. `properties`
+    override the template's (KAFKA_EXTRA_PROPERTIES, same @...@ placeholders); `env` goes to
+    scripts/kafka as well (KAFKA_FORMAT_ARGS, KAFKA_OPTS). Yields (bootstrap, the environment
+    that stops and starts it with scripts/kafka). A broker that does not start raises."""
+    # .local/kafka-<name>-<pid>: another session may run the same test at the same time
+    home = REPO_ROOT / ".local" / f"kafka-{name}-{os.getpid()}"
+    home.mkdir(parents=True, exist_ok=True)
+    shared_lib = Path(os.environ.get("KAFKA_HOME", REPO_ROOT / ".local" / "kafka")) / "lib"
+    if not (home / "lib").exists() and shared_lib.is_dir():
+        (home / "lib").symlink_to(shared_lib.resolve())  # no second download
+    env = env | {
+        "KAFKA_HOME": str(home),
+        "KAFKA_PORT": str(free_port()),
+        "KAFKA_CONTROLLER_PORT": str(free_port()),
+    }
+    if properties:
+        (home / "extra.properties").write_text(properties)
+        env["KAFKA_EXTRA_PROPERTIES"] = str(home / "extra.properties")
+    bootstrap = f"127.0.0.1:{env['KAFKA_PORT']}"
+    try:
+        took = await infra("kafka", "start", env)
+        print(f"a Kafka broker of {name}'s own on {bootstrap} ({took:.1f} s)")
+        yield bootstrap, env
+    finally:
+        # reset also stops a broker that started but never became ready
+        await asyncio.shield(infra("kafka", "reset", env))
+        shutil.rmtree(home, ignore_errors=True)
 
 
 async def read_topic(

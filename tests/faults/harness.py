@@ -24,7 +24,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerts.db import alerts, create_engine, notifications
-from services.common.net import free_port
 from services.demo.processes import REPO_ROOT, Services, service_environment
 from services.demo.smtp_sink import SmtpSink
 from services.dsmb.rebuild import rebuild
@@ -43,7 +42,7 @@ from tests.faults.stream import (
     expected_outcome,
     groups_of,
 )
-from tests.support import INGEST_AUTH, USERS_FILE, scratch_database
+from tests.support import INGEST_AUTH, USERS_FILE, infra, private_kafka, scratch_database
 
 # Each session's logs in a directory of its own (others may run these tests at the same time):
 # test-artifacts/faults/<date>-<time>-<pid>/<scenario>/; the summary lines of every session are
@@ -367,23 +366,6 @@ async def wait_healthy(run: Run, name: str, url: str | None = None, timeout_s: f
             await asyncio.sleep(0.2)
 
 
-async def infra(script: str, command: str, env: dict[str, str] | None = None) -> float:
-    """`scripts/kafka` or `scripts/postgres` start|stop|reset, with `env` added to the
-    environment (in a thread: the clients and the checks of this process go on meanwhile); the
-    seconds it took."""
-    started = time.monotonic()
-    result = await asyncio.to_thread(
-        subprocess.run,
-        ["bash", str(REPO_ROOT / "scripts" / script), command],
-        capture_output=True,
-        text=True,
-        env=os.environ | (env or {}),
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"scripts/{script} {command} failed: {result.stderr[-2000:]}")
-    return time.monotonic() - started
-
-
 @asynccontextmanager
 async def restarted_in_the_end(script: str, env: dict[str, str] | None = None):
     """The server is started again however the block ends (a failed assertion, an error, a
@@ -407,26 +389,8 @@ async def broker_to_stop(shared_bootstrap: str) -> AsyncIterator[tuple[str, dict
     if os.environ.get("FAULT_KAFKA") == "shared":
         yield shared_bootstrap, {}
         return
-    # its own KAFKA_HOME too: another session's outage test may be running
-    home = REPO_ROOT / ".local" / f"kafka-faults-{os.getpid()}"
-    home.mkdir(parents=True, exist_ok=True)
-    shared_lib = Path(os.environ.get("KAFKA_HOME", REPO_ROOT / ".local" / "kafka")) / "lib"
-    if not (home / "lib").exists() and shared_lib.is_dir():
-        (home / "lib").symlink_to(shared_lib.resolve())  # no second download
-    env = {
-        "KAFKA_HOME": str(home),
-        "KAFKA_PORT": str(free_port()),
-        "KAFKA_CONTROLLER_PORT": str(free_port()),
-    }
-    took = await infra("kafka", "start", env)
-    print(
-        f"a Kafka broker of the outage test's own on 127.0.0.1:{env['KAFKA_PORT']} ({took:.1f} s)"
-    )
-    try:
-        yield f"127.0.0.1:{env['KAFKA_PORT']}", env
-    finally:
-        await asyncio.shield(infra("kafka", "reset", env))
-        shutil.rmtree(home, ignore_errors=True)
+    async with private_kafka("faults") as (bootstrap, env):
+        yield bootstrap, env
 
 
 # --- settling and checking -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 client arguments for the FastStream broker and every aiokafka client; incomplete or
 contradictory settings are refused when the settings are read (at start)."""
 
+import asyncio
 import shutil
 import ssl
 import subprocess
@@ -9,10 +10,13 @@ import subprocess
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from pydantic import ValidationError
 
-from shared.kafka import kafka_client_kwargs, kafka_security, make_broker
+import shared.kafka
+from services.common.net import free_port
+from shared.kafka import ensure_topics, kafka_client_kwargs, kafka_security, make_broker
 from shared.settings import Settings
 
 BOOTSTRAP = "kafka-0.example.org:9093"
@@ -153,3 +157,43 @@ def test_ssl_files_need_an_ssl_protocol_and_a_certificate_its_key(
 def test_the_local_broker_settings_still_work() -> None:
     """What the tests and the demo use: nothing set, plaintext."""
     assert Settings().kafka_security_protocol == "PLAINTEXT"
+
+
+@pytest.mark.parametrize(
+    ("answer", "raised", "timeout_s"),
+    [
+        (SaslAuthenticationFailed("invalid credentials"), SaslAuthenticationFailed, 60.0),
+        (ConnectionRefusedError("nobody there"), KafkaConnectionError, 0.0),
+    ],
+)
+async def test_ensure_topics_stops_waiting_when_the_login_is_refused(
+    monkeypatch: pytest.MonkeyPatch, answer: Exception, raised: type, timeout_s: float
+) -> None:
+    """aiokafka's admin client reports a refused login as "Unable to bootstrap", as it does an
+    unreachable broker: ensure_topics asks the broker itself, and raises a refused login at once
+    instead of waiting it out (tests/integration/test_kafka_sasl.py: a real broker)."""
+    asked: list[dict] = []
+
+    async def broker_answers(host: str, port: int, **kwargs: object) -> None:
+        asked.append(kwargs)
+        raise answer
+
+    monkeypatch.setattr(shared.kafka, "create_conn", broker_answers)
+    nobody = f"127.0.0.1:{free_port()}"  # the admin client's bootstrap fails at once
+    chosen = Settings(
+        KAFKA_BOOTSTRAP_SERVERS=nobody, KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT", **LOGIN
+    )
+    with pytest.raises(raised):
+        async with asyncio.timeout(10):
+            await ensure_topics(chosen, timeout_s=timeout_s)
+    assert asked[0]["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert asked[0]["sasl_plain_username"] == "safetymon"
+
+
+async def test_without_sasl_there_is_no_login_to_ask_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("no login to check over PLAINTEXT")
+
+    monkeypatch.setattr(shared.kafka, "create_conn", never)
+    with pytest.raises(KafkaConnectionError):
+        await ensure_topics(Settings(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}"), 0)
