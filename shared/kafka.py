@@ -23,7 +23,6 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from faststream.kafka import KafkaBroker
-from faststream.kafka.message import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
@@ -194,13 +193,12 @@ async def publish_events(
 
 
 async def publish_dead_letter(
-    broker: KafkaBroker, settings: Settings, message: KafkaMessage, group: str, reason: str
+    broker: KafkaBroker, settings: Settings, record: ConsumerRecord, group: str, reason: str
 ) -> None:
-    """Park a message the consumer cannot take, with the reason and where it came from."""
-    record = message.raw_message
+    """Park a record the consumer cannot take, with the reason and where it came from."""
     h = DEAD_LETTER_HEADERS
     await broker.publish(
-        message.body,
+        record.value or b"",
         topic=settings.topic(DEAD_LETTERS),
         key=record.key,
         headers={

@@ -1,17 +1,19 @@
 """Grader service: clinical events in, grades, dose decisions and alerts out."""
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException
+from faststream.kafka import KafkaBroker
 
-from services.common.consumer import RejectedEvent, subscribe
+from services.common.consumer import RejectedEvent, subscribe_batch
 from services.common.http import add_operational_routes
-from services.common.logs import configure_logging
+from services.common.logs import configure_logging, event_context
 from services.ctcae_grader.explain import explain
-from services.ctcae_grader.ledger import RevisionRefused, SubjectLedger
+from services.ctcae_grader.ledger import Outputs, RevisionRefused, SubjectLedger
 from shared.events import (
     AlertRaised,
     DoseDecisionMade,
@@ -38,8 +40,8 @@ from shared.metrics import (
     INGEST_TO_GRADED,
     LABS_GRADED,
 )
-from shared.protocol import study_protocol
-from shared.reference_ranges import load_reference_ranges
+from shared.protocol import Protocol, study_protocol
+from shared.reference_ranges import ReferenceRangeTable, load_reference_ranges
 from shared.settings import Settings, get_settings
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
 
@@ -61,72 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     broker = make_broker(settings, client_id="safetymon-grader")
     ranges = load_reference_ranges(settings.reference_ranges_file)
     protocol = study_protocol(settings.study_id, settings.protocol_file)  # ProtocolError: no start
-    ledgers: dict[str, SubjectLedger] = {}
-    ledger_partition: dict[str, int] = {}  # subject -> the partition its events sit in
-    topic, group = settings.topic(CLINICAL_EVENTS), settings.consumer_group(GROUP)
-
-    # The offset after the last message applied to `ledgers`, per partition. A subject's events
-    # all sit in one partition (keyed by subject id), so a partition's ledgers are current when
-    # the next message is the one after the last applied. Any gap (start-up, a partition handed
-    # over by a rebalance and back, a poison message skipped) rebuilds that partition's ledgers
-    # from the log below the message first, so two graders sharing the topic never act on
-    # stale state.
-    applied: dict[int, int] = {}
-
-    async def current_state(partition: int, offset: int) -> None:
-        if applied.get(partition) == offset:
-            return
-        replayed: dict[str, SubjectLedger] = {}
-        parked = await dead_lettered_offsets(settings, group, topic, partition)
-        async for records in read_partition(settings, topic, partition, offset):
-            for record in records:
-                if record.offset not in parked:
-                    replay(replayed, record.value)
-        stale = [s for s, p in ledger_partition.items() if p == partition]
-        for subject in stale:
-            ledgers.pop(subject, None)
-        ledgers.update(replayed)
-        ledger_partition.update(dict.fromkeys(replayed, partition))
-        applied[partition] = offset
-        log.info(
-            "partition %d state rebuilt below offset %d: %d subjects",
-            partition,
-            offset,
-            len(replayed),
-        )
-
-    def replay(into: dict[str, SubjectLedger], raw: bytes) -> None:
-        with contextlib.suppress(EventDecodeError):  # poison was dead-lettered the first time
-            event = decode_event(raw)
-            if event.event_type in CLINICAL_EVENT_TYPES:
-                ledger = into.setdefault(event.subject_id, SubjectLedger())
-                with contextlib.suppress(RevisionRefused):  # dead-lettered the first time
-                    ledger.record(protocol, event, ranges)
-
-    async def on_clinical_event(event: Envelope, partition: int, offset: int) -> None:
-        await current_state(partition, offset)
-        if event.event_type not in CLINICAL_EVENT_TYPES:
-            applied[partition] = offset + 1  # dead-lettered: changes no state
-            raise RejectedEvent(f"{event.event_type} does not belong on the clinical-events topic")
-        draft = ledgers.get(event.subject_id, SubjectLedger()).clone()
-        try:
-            outputs = draft.record(protocol, event, ranges)
-        except RevisionRefused as error:
-            applied[partition] = offset + 1
-            raise RejectedEvent(str(error)) from error
-        await publish_events(broker, settings.topic(ASSESSMENTS), outputs.assessments)
-        await publish_events(broker, settings.topic(ALERTS), outputs.alerts)
-        ledgers[event.subject_id] = draft  # once the outputs are durable: a retry starts afresh
-        ledger_partition[event.subject_id] = partition
-        applied[partition] = offset + 1
-        record_metrics(event, outputs.assessments, outputs.alerts)
-
-    subscribe(broker, settings, GROUP, topic, positioned=on_clinical_event)
+    grader = Grader(settings, broker, protocol, ranges)
+    subscribe_batch(broker, settings, GROUP, grader.topic, grader)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await ensure_topics(settings)
-        async with broker_running(settings, broker, lag_of={GROUP: [topic]}):
+        async with broker_running(settings, broker, lag_of={GROUP: [grader.topic]}):
             yield
 
     app = FastAPI(title="safetymon CTCAE grader", version="1", lifespan=lifespan)
@@ -139,11 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/subjects/{subject_id}/explain")
     async def explain_subject(subject_id: str) -> dict:
         """The subject's state and why each decision in force stands."""
-        ledger = ledgers.get(subject_id)
+        ledger = grader.ledgers.get(subject_id)
         if ledger is None:  # not consumed here since start-up: read it from the log
             replayed: dict[str, SubjectLedger] = {}
-            for raw in await read_subject_events(settings, topic, subject_id):
-                replay(replayed, raw)
+            for raw in await read_subject_events(settings, grader.topic, subject_id):
+                grader.replay(replayed, raw)
             ledger = replayed.get(subject_id)
         if ledger is None or ledger.state is None:
             raise HTTPException(404, f"no events for subject {subject_id}")
@@ -152,7 +95,112 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def record_metrics(event: Envelope, derived: list[Envelope], alerts: list[Envelope]) -> None:
+class Grader:
+    """The grader's consumer of clinical events: per subject, a ledger of its events and what
+    they imply; a batch's outputs are published together and only then does the batch's state
+    become current (a batch delivered again starts from the state before it).
+
+    The offset after the last message applied, per partition: a subject's events all sit in one
+    partition (keyed by subject id), so a partition's ledgers are current when the next message
+    is the one after the last applied. Any gap (start-up, a partition handed over by a rebalance
+    and back, a poison message skipped) rebuilds that partition's ledgers from the log below the
+    message first, so two graders sharing the topic never act on stale state."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        broker: KafkaBroker,
+        protocol: Protocol,
+        ranges: ReferenceRangeTable | None,
+    ) -> None:
+        self.settings, self.broker, self.protocol, self.ranges = settings, broker, protocol, ranges
+        self.topic = settings.topic(CLINICAL_EVENTS)
+        self.group = settings.consumer_group(GROUP)
+        self.ledgers: dict[str, SubjectLedger] = {}
+        self.partition_of: dict[str, int] = {}  # subject -> the partition its events sit in
+        self.applied: dict[int, int] = {}
+        self.discard()
+
+    def discard(self) -> None:
+        self.drafts: dict[str, SubjectLedger] = {}
+        self.staged_applied: dict[int, int] = {}
+        self.staged = Outputs()
+        self.staged_events: list[Envelope] = []
+
+    async def stage(self, event: Envelope, partition: int, offset: int) -> None:
+        await self._current_state(partition, offset)
+        self.staged_applied[partition] = offset + 1  # also when refused: it changes no state
+        if event.event_type not in CLINICAL_EVENT_TYPES:
+            raise RejectedEvent(f"{event.event_type} does not belong on the clinical-events topic")
+        subject = event.subject_id
+        draft = self.drafts.get(subject)
+        if draft is None:
+            draft = self.drafts[subject] = self.ledgers.get(subject, SubjectLedger()).clone()
+            self.partition_of[subject] = partition
+        try:
+            outputs = draft.record(self.protocol, event, self.ranges)
+        except RevisionRefused as error:
+            raise RejectedEvent(str(error)) from error
+        self.staged.assessments += outputs.assessments
+        self.staged.alerts += outputs.alerts
+        self.staged_events.append(event)
+        decisions = sum(isinstance(o, DoseDecisionMade) for o in outputs.assessments)
+        if decisions or outputs.alerts:  # worth a line each; every event at DEBUG
+            with event_context(event):
+                log.info(
+                    "%s %s: %d dose decisions, %d alerts or retractions",
+                    subject,
+                    event.event_type,
+                    decisions,
+                    len(outputs.alerts),
+                )
+        elif log.isEnabledFor(logging.DEBUG):
+            with event_context(event):
+                log.debug("%s %s: %d outputs", subject, event.event_type, len(outputs.assessments))
+
+    async def flush(self) -> None:
+        await asyncio.gather(
+            publish_events(self.broker, self.settings.topic(ASSESSMENTS), self.staged.assessments),
+            publish_events(self.broker, self.settings.topic(ALERTS), self.staged.alerts),
+        )
+        self.ledgers.update(self.drafts)
+        self.applied.update(self.staged_applied)
+        record_metrics(self.staged_events, self.staged.assessments, self.staged.alerts)
+        self.discard()
+
+    async def _current_state(self, partition: int, offset: int) -> None:
+        if self.staged_applied.get(partition, self.applied.get(partition)) == offset:
+            return
+        replayed: dict[str, SubjectLedger] = {}
+        parked = await dead_lettered_offsets(self.settings, self.group, self.topic, partition)
+        async for records in read_partition(self.settings, self.topic, partition, offset):
+            for record in records:
+                if record.offset not in parked:
+                    self.replay(replayed, record.value)
+        stale = [s for s, p in self.partition_of.items() if p == partition]
+        for subject in stale:
+            self.ledgers.pop(subject, None)
+            self.drafts.pop(subject, None)  # staged outputs stay: they follow from the log too
+        self.ledgers.update(replayed)
+        self.partition_of.update(dict.fromkeys(replayed, partition))
+        self.applied[partition] = self.staged_applied[partition] = offset
+        log.info(
+            "partition %d state rebuilt below offset %d: %d subjects",
+            partition,
+            offset,
+            len(replayed),
+        )
+
+    def replay(self, into: dict[str, SubjectLedger], raw: bytes) -> None:
+        with contextlib.suppress(EventDecodeError):  # poison was dead-lettered the first time
+            event = decode_event(raw)
+            if event.event_type in CLINICAL_EVENT_TYPES:
+                ledger = into.setdefault(event.subject_id, SubjectLedger())
+                with contextlib.suppress(RevisionRefused):  # dead-lettered the first time
+                    ledger.record(self.protocol, event, self.ranges)
+
+
+def record_metrics(events: list[Envelope], derived: list[Envelope], alerts: list[Envelope]) -> None:
     for item in derived:
         if isinstance(item, LabGraded):
             grade = item.payload.grade
@@ -165,7 +213,8 @@ def record_metrics(event: Envelope, derived: list[Envelope], alerts: list[Envelo
     for alert in alerts:
         if isinstance(alert, AlertRaised):  # (a correction may also retract alerts)
             ALERTS_RAISED.labels(alert.payload.severity.value, alert.payload.rule_id).inc()
-    if isinstance(event, LabResultReported):
-        now = utc_now()
-        INGEST_TO_GRADED.observe((now - event.recorded_at).total_seconds())
-        CLINICAL_TO_GRADED.observe(max(0.0, (now - event.occurred_at).total_seconds()))
+    now = utc_now()
+    for event in events:
+        if isinstance(event, LabResultReported):
+            INGEST_TO_GRADED.observe((now - event.recorded_at).total_seconds())
+            CLINICAL_TO_GRADED.observe(max(0.0, (now - event.occurred_at).total_seconds()))

@@ -7,6 +7,7 @@ resumed; a rule without it is re-armed as soon as its condition no longer holds.
 drug stays discontinued; a reduction below the last dose level discontinues.
 """
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -63,13 +64,87 @@ class RuleOutcome:
 def apply_rules(
     protocol: Protocol, state: PatientState, event: Envelope
 ) -> tuple[PatientState, list[RuleOutcome]]:
-    """Evaluate every rule against the state after `event`; return the new state and what fired."""
+    """Evaluate the rules against the state after `event`; return the new state and what fired.
+
+    A rule in force is always evaluated (it may lift or resume). One not in force did not hold
+    when last evaluated, so it can only start to hold if the event changed something its
+    condition reads (`_triggers`); the others are skipped, which leaves the outcome unchanged
+    and spares most of the work (a lab result concerns a few of the protocol's rules). A rule
+    just resumed may still meet its condition, so it is evaluated at the next event regardless."""
+    rules, resumed = _rules_to_evaluate(protocol, state, _changed_by(event)), set()
     outcomes = []
-    for rule in protocol.rules:
+    for rule in rules:
         state, outcome = _apply_rule(protocol, state, rule, event)
         if outcome is not None:
             outcomes.append(outcome)
-    return state, outcomes
+            if outcome.resumed:
+                resumed.add(rule.id)
+    return state.rechecking(frozenset(resumed)), outcomes
+
+
+# A tuple, not `AnyOf | AllOf`: holds() is hot, and a union is built anew at each evaluation.
+GROUPS = (AnyOf, AllOf)
+ANY_EVENT = "any event"  # a condition that may change with time alone
+
+
+def _changed_by(event: Envelope) -> frozenset[str] | None:
+    """What of the state (state.apply) an event can change; None: anything (an enrolment)."""
+    if isinstance(event, LabResultReported):
+        return frozenset({ANY_EVENT, f"lab:{event.payload.test}", "grades"})
+    if isinstance(event, AdverseEventReported):
+        return frozenset({ANY_EVENT, "adverse events"})
+    if isinstance(event, DoseAdministered):
+        return frozenset({ANY_EVENT, "dose"})  # the cycle; the dose itself (carboplatin check)
+    return None
+
+
+def _rules_to_evaluate(
+    protocol: Protocol, state: PatientState, changed: frozenset[str] | None
+) -> list[Rule]:
+    """The protocol's rules in force, to recheck, or triggered by what changed, in order (a
+    rule's firing changes only its own standing, so this is fixed for the whole event)."""
+    if changed is None:
+        return list(protocol.rules)
+    by_trigger = _trigger_index(protocol)[1]
+    wanted = {rule_id for trigger in changed for rule_id in by_trigger.get(trigger, ())}
+    wanted.update(state.active_rules, state.recheck)
+    return [rule for rule in protocol.rules if rule.id in wanted] if wanted else []
+
+
+_TRIGGER_INDEX: dict[int, tuple[Protocol, dict[str, tuple[str, ...]]]] = {}
+
+
+def _trigger_index(protocol: Protocol) -> tuple[Protocol, dict[str, tuple[str, ...]]]:
+    """Per trigger (see _changed_by), the ids of the rules whose condition reads it; cached per
+    protocol object (by identity: hashing the protocol costs more than evaluating it)."""
+    cached = _TRIGGER_INDEX.get(id(protocol))
+    if cached is not None and cached[0] is protocol:
+        return cached
+    index: dict[str, list[str]] = {}
+    for rule in protocol.rules:
+        for trigger in set(_reads(rule.when)):
+            index.setdefault(trigger, []).append(rule.id)
+    entry = (protocol, {trigger: tuple(ids) for trigger, ids in index.items()})
+    _TRIGGER_INDEX[id(protocol)] = entry
+    return entry
+
+
+def _reads(condition: Condition) -> Iterator[str]:
+    if isinstance(condition, GROUPS):
+        for part in condition.any if isinstance(condition, AnyOf) else condition.all:
+            yield from _reads(part)
+    elif isinstance(condition, LabCondition):
+        yield f"lab:{condition.lab}"
+    elif isinstance(condition, LabGradeCondition):
+        yield "grades"
+    elif isinstance(condition, AeCondition):
+        yield "adverse events"
+    elif isinstance(condition, ClearanceCondition):
+        yield f"lab:{LabTest.CREATININE}"
+    elif isinstance(condition, CarboplatinDoseCondition | NextCycle):
+        yield "dose"
+    else:  # rule in force for some time, or a kind of condition added later: always evaluated
+        yield ANY_EVENT
 
 
 def _apply_rule(
@@ -179,7 +254,7 @@ def holds(
 ) -> bool:
     """Whether `condition` holds. As a resume condition (`resume`), an adverse-event condition
     needs every reported term of its list within range, not just one of them."""
-    if isinstance(condition, AnyOf | AllOf):
+    if isinstance(condition, GROUPS):
         if not _liver_ok(condition.liver_metastases, state):
             return False
         parts = condition.any if isinstance(condition, AnyOf) else condition.all
@@ -307,7 +382,7 @@ Comparison = Callable[[float, float], bool]
 def _limits(condition: LabCondition, lab: LatestLab) -> Iterator[tuple[float | None, Comparison]]:
     def absolute(limit: float) -> float:
         assert condition.unit is not None
-        return convert(condition.lab, limit, condition.unit, lab.unit)
+        return _converted(condition.lab, limit, condition.unit, lab.unit)
 
     def multiple(limit: float, reference: float | None) -> float | None:
         return None if reference is None else limit * reference
@@ -333,6 +408,10 @@ def _limits(condition: LabCondition, lab: LatestLab) -> Iterator[tuple[float | N
         yield multiple(c.below_lln, lab.lln), below
     if c.at_least_lln is not None:
         yield multiple(c.at_least_lln, lab.lln), at_least
+
+
+# A rule's limits in the units results come in: few combinations, converted once.
+_converted = functools.lru_cache(maxsize=4096)(convert)
 
 
 def creatinine_clearance(state: PatientState) -> float | None:
@@ -412,7 +491,7 @@ def _recurrences(condition: AeCondition, state: PatientState) -> int:
 
 def evidence(condition: Condition, state: PatientState, event: Envelope) -> Iterator[str]:
     """The ids of the events a condition rests on (the labs and AEs it read)."""
-    if isinstance(condition, AnyOf | AllOf):
+    if isinstance(condition, GROUPS):
         parts = condition.any if isinstance(condition, AnyOf) else condition.all
         for part in parts:
             if isinstance(condition, AllOf) or holds(part, state, event):

@@ -98,6 +98,9 @@ class PatientState:
     holds: Mapping[Drug, frozenset[str]] = field(default_factory=_empty)  # drug -> rules holding it
     dose_levels: Mapping[Drug, int] = field(default_factory=_empty)  # drug -> level (0 = full dose)
     discontinued: frozenset[Drug] = frozenset()
+    # Rules resumed by the latest event: evaluated at the next event whatever it is (their
+    # condition may still hold; the engine otherwise skips a rule no input of which changed).
+    recheck: frozenset[str] = frozenset()
 
     def age_on(self, day: date) -> float | None:
         if self.age_at_enrolment is None or self.enrolled_on is None:
@@ -160,6 +163,9 @@ class PatientState:
             else:
                 severe.pop(term, None)
         return replace(self, severe_grades=MappingProxyType(severe))
+
+    def rechecking(self, rule_ids: frozenset[str]) -> "PatientState":
+        return self if rule_ids == self.recheck else replace(self, recheck=rule_ids)
 
     def with_grades(self, grades: Mapping[str, int | None]) -> "PatientState":
         return replace(self, lab_grades=MappingProxyType({**self.lab_grades, **grades}))

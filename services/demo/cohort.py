@@ -12,11 +12,29 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
+from services.ingest.domain import (
+    AdverseEventIn,
+    DoseIn,
+    EnrolmentIn,
+    LabResultIn,
+    SubmissionIn,
+    to_event,
+)
+from shared.events import Envelope
+
 CHINA = timezone(timedelta(hours=8))
 SITES = ("GZ01", "SH02", "BJ03")  # Guangzhou (lead), Shanghai, Beijing
 CYCLE_DAYS = 21
 DELAY_DAYS = 7
 SEED = 5173246
+STUDY = "NCT05173246"
+# The request model of each ingest endpoint the cohort posts to.
+MODELS: dict[str, type[SubmissionIn]] = {
+    "/v1/enrolments": EnrolmentIn,
+    "/v1/labs": LabResultIn,
+    "/v1/adverse-events": AdverseEventIn,
+    "/v1/doses": DoseIn,
+}
 
 
 @dataclass(frozen=True)
@@ -330,3 +348,9 @@ def build_cohort(subjects: int = 43, cycles: int = 4, seed: int = SEED) -> list[
     _write_in_cases(cohort)
     submissions = [s for subject in cohort for s in _subject_history(subject, cycles, rng)]
     return sorted(submissions, key=lambda s: s.at)
+
+
+def cohort_events(submissions: list[Submission]) -> list[Envelope]:
+    """The events ingest publishes for these submissions (its own validation and conversion),
+    in submission order: for feeding the log directly, without HTTP."""
+    return [to_event(MODELS[s.endpoint].model_validate(s.body), STUDY) for s in submissions]
