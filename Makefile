@@ -4,8 +4,9 @@
 #   make faults   the fault-injection tests (tests/faults) with the long profile: several thousand
 #                 events and more faults per scenario; replay a run: make faults FAULT_SEED=<seed>
 #                 (the short profile runs with every `make test`)
-#   make bench    every benchmark in bench/ with its default sizes (placeholder: figures only,
-#                 no thresholds); needs the local Kafka broker and PostgreSQL, started if not up
+#   make bench    every benchmark (bench/run.py): figures against baselines measured in the same
+#                 run, targets printed, JSON in bench/results/; starts Kafka and PostgreSQL if
+#                 not up. One benchmark: make bench ARGS="--only grader"; tiny: ARGS=--smoke
 PYTHON := .venv/bin/python
 ARGS ?=
 
@@ -22,4 +23,4 @@ bench:
 	@set -e; \
 	if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then export $$(scripts/kafka start | tail -n 1); fi; \
 	if [ -z "$$DATABASE_URL" ]; then export $$(scripts/postgres start | tail -n 1); fi; \
-	for script in bench/*.py; do echo "== $$script"; $(PYTHON) $$script; done
+	$(PYTHON) bench/run.py $(ARGS)

@@ -1,6 +1,7 @@
 """How fast the CTCAE grading core and `safetymon grade IN.csv` are; prints figures, no asserts.
 
     .venv/bin/python bench/bench_grading.py [--rows 200000] [--repeats 3] [--csv-rows 1000000]
+        [--smoke] [--json PATH]
 
 Lab results per second, single process, best of `--repeats`, on `--rows` realistic results spread
 over every test in LAB_DEFINITIONS, in SI, conventional and other accepted units, with reference
@@ -33,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import Figure, emit  # noqa: E402
 from shared.ctcae import TERMS_BY_TEST, References, grade_lab, grade_term, grading_system  # noqa: E402
 from shared.labs import LAB_DEFINITIONS, LabTest, canonical_unit, conversion_factor  # noqa: E402
 
@@ -178,7 +180,7 @@ def best_of(repeats: int, fn: Callable[[], object]) -> float:
     return best
 
 
-def run_core(rows: Sequence[Result], repeats: int, profile: bool) -> None:
+def run_core(rows: Sequence[Result], repeats: int, profile: bool) -> list[Figure]:
     refs = [References(r.lln, r.uln, r.baseline, r.fasting) for r in rows]
     prepared = []  # what (b) gets: criteria, system, value and references in the system's unit
     for row, ref in zip(rows, refs, strict=True):
@@ -231,6 +233,19 @@ def run_core(rows: Sequence[Result], repeats: int, profile: bool) -> None:
     core_rate = rates[core]
     verdict = "meets" if core_rate >= target else "MISSES"
     print(f"  target for the core: >= {target:,} results/s -> {verdict} ({core_rate:,.0f})")
+    loop = "pass-through loop"
+    figures = [
+        Figure("pass-through loop over the results", n / base, "results/s"),
+        Figure("grade_term (the core)", core_rate, "results/s", loop, n / base, target=target),
+        Figure("grade_term + reason text", rates[core_with_reason], "results/s", loop, n / base),
+        Figure(
+            "grade_lab (unit and system resolved)",
+            rates[lab_end_to_end],
+            "results/s",
+            loop,
+            n / base,
+        ),
+    ]
     if profile:
         for label, fn in (("(b) grade_term", core), ("(c) grade_lab", lab_end_to_end)):
             profiler = cProfile.Profile()
@@ -238,6 +253,7 @@ def run_core(rows: Sequence[Result], repeats: int, profile: bool) -> None:
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
             print(f"\nprofile of {label} (tottime):\n{out.getvalue()}")
+    return figures
 
 
 def _text(x: float | None, rng: random.Random) -> str:
@@ -290,7 +306,7 @@ def write_csv(path: Path, n: int, seed: int = 7) -> None:
             done += len(rows)
 
 
-def run_csv(n: int) -> None:
+def run_csv(n: int) -> list[Figure]:
     directory = Path(tempfile.gettempdir())
     source, target = (
         directory / f"safetymon-bench-{n}.csv",
@@ -331,6 +347,11 @@ def run_csv(n: int) -> None:
     for path in (source, target):
         if os.environ.get("KEEP_BENCH_FILES") != "1":
             path.unlink(missing_ok=True)
+    floor = "csv read + write"
+    return [
+        Figure("csv read + write, no grading", n / copy, "rows/s"),
+        Figure("safetymon grade IN.csv (own process)", n / elapsed, "rows/s", floor, n / copy),
+    ]
 
 
 def main() -> None:
@@ -339,10 +360,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--csv-rows", type=int, default=1_000_000, help="0 to skip")
     parser.add_argument("--profile", action="store_true", help="cProfile of (b) and (c)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny run, to prove it works")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    run_core(generate(args.rows), args.repeats, args.profile)
+    if args.smoke:
+        args.rows, args.repeats, args.csv_rows = 5_000, 1, 2_000
+    figures = run_core(generate(args.rows), args.repeats, args.profile)
     if args.csv_rows:
-        run_csv(args.csv_rows)
+        figures += run_csv(args.csv_rows)
+    params = {"rows": args.rows, "repeats": args.repeats, "csv_rows": args.csv_rows}
+    emit("grading core", params, figures, args.json)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def host() -> dict[str, Any]:
 def table(name: str, figures: list[Figure]) -> str:
     lines = [f"== {name}"]
     for f in figures:
-        ratio = f"{f.ratio:6.2f}x {f.baseline}" if f.ratio is not None else ""
+        ratio = f"{f.ratio:.3g}x {f.baseline}" if f.ratio is not None else ""
         verdict = {True: "met", False: "NOT MET", None: ""}[f.met]
         target = f"target {f.target_text()}: {verdict}" if f.target is not None else ""
         lines.append(f"  {f.metric:<44} {f.value:>14,.1f} {f.unit:<10} {ratio:<40} {target}")

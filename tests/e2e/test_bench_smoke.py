@@ -1,0 +1,45 @@
+"""`make bench` cannot rot: bench/run.py runs the grading-core and grader-through-Kafka
+benchmarks at their smoke size against the test broker and writes every figure. (The latency,
+rebuild and memory benchmarks have smoke tests of their own, which also check what they
+measured.) Timings are printed, never asserted."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_runner_runs_each_benchmark_small_and_writes_its_figures(
+    kafka_bootstrap: str, postgres_url: str, tmp_path: Path
+) -> None:
+    env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DATABASE_URL": postgres_url}
+    command = [sys.executable, "bench/run.py", "--smoke", "--only", "core", "grader"]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    combined = json.loads((tmp_path / "latest.json").read_text())
+    assert combined["failed"] == [] and combined["smoke"] is True
+    by_name = {b["benchmark"]: b for b in combined["benchmarks"]}
+    assert set(by_name) == {"grading core", "grader through Kafka"}
+    for document in by_name.values():
+        for figure in document["figures"]:
+            assert math.isfinite(figure["value"]) and figure["value"] > 0, figure
+    grader = {f["metric"]: f for f in by_name["grader through Kafka"]["figures"]}
+    through_kafka = grader["grader service through Kafka"]
+    assert through_kafka["baseline"] == "raw pass-through" and through_kafka["ratio"] > 0
+    assert through_kafka["notes"]["assessments_out"] > 0
+    assert "grader through Kafka" in done.stdout and "target >= 0.5x baseline" in done.stdout
