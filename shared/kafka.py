@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from ssl import SSLContext
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import (
@@ -185,6 +185,37 @@ async def publish_events(
             key=event.subject_id.encode(),
             headers={"event_type": event.event_type},
             no_confirm=True,
+        )
+        for event in events
+    ]
+    if pending:
+        await asyncio.wait_for(asyncio.gather(*pending), timeout_s)
+
+
+def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+    """A plain producer with the broker's guarantees (acks=all, idempotent), for a service that
+    publishes many events per message consumed: FastStream's publish costs about three times
+    aiokafka's own per record (measured), which the grader pays for every grade it derives."""
+    return AIOKafkaProducer(
+        **kafka_client_kwargs(settings),
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+    )
+
+
+async def send_events(
+    producer: AIOKafkaProducer, topic: str, events: Sequence[Envelope], timeout_s: float = 30.0
+) -> None:
+    """As publish_events (keyed by subject id, in order, the acknowledgements awaited
+    together), through a plain producer."""
+    pending = [
+        await producer.send(
+            topic,
+            encode_event(event),
+            key=event.subject_id.encode(),
+            headers=[("event_type", event.event_type.encode())],
         )
         for event in events
     ]

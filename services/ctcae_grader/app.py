@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException
-from faststream.kafka import KafkaBroker
 
 from services.common.consumer import RejectedEvent, subscribe_batch
 from services.common.http import add_operational_routes
@@ -29,9 +28,10 @@ from shared.kafka import (
     dead_lettered_offsets,
     ensure_topics,
     make_broker,
-    publish_events,
+    make_producer,
     read_partition,
     read_subject_events,
+    send_events,
 )
 from shared.metrics import (
     ALERTS_RAISED,
@@ -63,14 +63,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     broker = make_broker(settings, client_id="safetymon-grader")
     ranges = load_reference_ranges(settings.reference_ranges_file)
     protocol = study_protocol(settings.study_id, settings.protocol_file)  # ProtocolError: no start
-    grader = Grader(settings, broker, protocol, ranges)
+    grader = Grader(settings, protocol, ranges)
     subscribe_batch(broker, settings, GROUP, grader.topic, grader)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await ensure_topics(settings)
-        async with broker_running(settings, broker, lag_of={GROUP: [grader.topic]}):
-            yield
+        await grader.producer.start()
+        try:
+            async with broker_running(settings, broker, lag_of={GROUP: [grader.topic]}):
+                yield
+        finally:
+            await grader.producer.stop()
 
     app = FastAPI(title="safetymon CTCAE grader", version="1", lifespan=lifespan)
 
@@ -109,11 +113,11 @@ class Grader:
     def __init__(
         self,
         settings: Settings,
-        broker: KafkaBroker,
         protocol: Protocol,
         ranges: ReferenceRangeTable | None,
     ) -> None:
-        self.settings, self.broker, self.protocol, self.ranges = settings, broker, protocol, ranges
+        self.settings, self.protocol, self.ranges = settings, protocol, ranges
+        self.producer = make_producer(settings, client_id="safetymon-grader")
         self.topic = settings.topic(CLINICAL_EVENTS)
         self.group = settings.consumer_group(GROUP)
         self.ledgers: dict[str, SubjectLedger] = {}
@@ -160,8 +164,8 @@ class Grader:
 
     async def flush(self) -> None:
         await asyncio.gather(
-            publish_events(self.broker, self.settings.topic(ASSESSMENTS), self.staged.assessments),
-            publish_events(self.broker, self.settings.topic(ALERTS), self.staged.alerts),
+            send_events(self.producer, self.settings.topic(ASSESSMENTS), self.staged.assessments),
+            send_events(self.producer, self.settings.topic(ALERTS), self.staged.alerts),
         )
         self.ledgers.update(self.drafts)
         self.applied.update(self.staged_applied)
