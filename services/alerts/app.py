@@ -36,7 +36,7 @@ from services.alerts.domain import (
     resolution_id,
 )
 from services.alerts.faults import fault_point
-from services.alerts.notify import compose_email, send_email, send_webhook, webhook_payload
+from services.alerts.notify import SmtpSender, compose_email, send_webhook, webhook_payload
 from services.alerts.routing import Recipient, load_routing
 from services.alerts.store import (
     EMAIL,
@@ -199,8 +199,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     routing = load_routing(settings)  # RoutingError: the service does not start
 
+    mailer = SmtpSender(settings)
+
     async def send(note: PendingNotification) -> None:
-        alert = await store.get(note.alert_id)
+        # The alert's row is all a message needs (its history and deliveries are not).
+        alert = await store.get(note.alert_id, history=False)
         if note.channel == EMAIL:
             message = compose_email(
                 alert,
@@ -209,7 +212,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.alert_email_from,
                 note.alert_state,
             )
-            await send_email(settings, message)
+            await mailer.send(message)
         else:
             payload = webhook_payload(alert, note.alert_state, slack=note.channel == "slack")
             await send_webhook(settings, note.recipient, payload, str(note.notification_id))
@@ -357,6 +360,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             finally:
                 for loop in loops:
                     loop.cancel()
+        await mailer.close()
         await engine.dispose()
 
     app = FastAPI(title="safetymon alerts", version="1", lifespan=lifespan)

@@ -5,7 +5,6 @@ while Kafka is unreachable or slow (the service starts, and recovers, without it
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -50,7 +49,6 @@ MAX_BATCH = 1000
 # How long start-up waits for the first attempt to reach Kafka (a refused connection fails at
 # once; an address that drops packets takes the admin client's 10 s timeout).
 FIRST_CONNECT_WAIT_S = 15.0
-log = logging.getLogger(__name__)
 
 
 class Accepted(BaseModel):
@@ -148,12 +146,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             INGEST_REJECTS.labels(endpoint, "invalid").inc()
             raise _Refused(problems)
         try:
-            await publisher.publish(events, endpoint)
+            await publisher.publish(events, endpoint, sender)
         except EventLogUnavailable as error:
             # Not acknowledged: tell the client to retry; a resend keeps the same event ids.
             retry = {"Retry-After": str(RETRY_AFTER_S)}
             raise HTTPException(503, str(error), headers=retry) from error
-        log.info("%s: %d events from %s", endpoint, len(events), sender.system)
         return Accepted(accepted=len(events), event_ids=[str(e.event_id) for e in events])
 
     SenderIn = Annotated[Sender, Depends(current_sender)]

@@ -106,9 +106,12 @@ class Publisher:
             event = event.model_copy(update={"correlation_id": UUID(correlation_id)})
         return (None if refusals else event), refusals
 
-    async def publish(self, events: Sequence[Envelope], endpoint: str) -> None:
+    async def publish(
+        self, events: Sequence[Envelope], endpoint: str, sender: Sender | None = None
+    ) -> None:
         """Return once Kafka has acknowledged every event, else raise EventLogUnavailable: at
-        once while Kafka is known to be down, else after `timeout_s` at most."""
+        once while Kafka is known to be down, else after `timeout_s` at most. Logs one line
+        per request, naming the `sender`'s system."""
         if not self.link.up:
             INGEST_REJECTS.labels(endpoint, "broker_unavailable").inc()
             raise EventLogUnavailable(
@@ -120,13 +123,25 @@ class Publisher:
             async with asyncio.timeout(self.timeout_s):
                 await publish_events(self.broker, self.topic, events, self.timeout_s)
         except Exception as error:
-            if isinstance(error, TimeoutError):
-                self.link.down(f"Kafka did not acknowledge within {self.timeout_s:g} s")
             INGEST_REJECTS.labels(endpoint, "broker_unavailable").inc()
-            log.exception("publish to %s failed", self.topic)
+            if isinstance(error, TimeoutError):
+                # Our own deadline, not a defect: one line, no traceback. When the broker is
+                # slow every request in flight times out, and a traceback each made an
+                # overloaded ingest slower still.
+                self.link.down(f"Kafka did not acknowledge within {self.timeout_s:g} s")
+                log.warning(
+                    "publish of %d events to %s: not acknowledged within %g s",
+                    len(events),
+                    self.topic,
+                    self.timeout_s,
+                )
+            else:
+                log.exception("publish to %s failed", self.topic)
             raise EventLogUnavailable("event log unavailable: retry the same request") from error
         source = source_format(endpoint)
-        log.info("published %d events from %s", len(events), endpoint)
+        # The one line of an accepted request (the access log aside).
+        who = f" from {sender.system}" if sender else ""
+        log.info("published %d events of %s%s", len(events), endpoint, who)
         for event in events:
             site = event.site_id if event.site_id in self.sites else "other"
             INGESTED_EVENTS.labels(event.event_type, source, site).inc()

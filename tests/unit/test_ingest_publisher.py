@@ -110,3 +110,33 @@ async def test_while_the_link_is_down_a_publish_is_refused_at_once_without_the_b
     link.restored()
     await down.publish([event], "/v1/labs")
     assert len(broker.published) == 1
+
+
+# -- logging -------------------------------------------------------------------------------
+
+
+async def test_an_accepted_request_is_one_log_line_naming_the_sender(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    event, _ = publisher(Broker()).events_of(lab_request(), EDC)
+    assert event is not None
+    with caplog.at_level("INFO", logger="services.ingest.publisher"):
+        await publisher(Broker()).publish([event], "/v1/labs", EDC)
+    mine = [r.getMessage() for r in caplog.records if r.name == "services.ingest.publisher"]
+    assert mine == ["published 1 events of /v1/labs from edc"]
+
+
+async def test_a_publish_past_the_deadline_is_logged_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every request in flight times out when the broker is slow: a traceback each would make
+    an overloaded ingest slower still."""
+    slow = publisher(Broker(acknowledges=False), timeout_s=0.1)
+    event, _ = slow.events_of(lab_request(), EDC)
+    assert event is not None
+    with caplog.at_level("INFO", logger="services.ingest.publisher"):
+        with pytest.raises(EventLogUnavailable):
+            await slow.publish([event], "/v1/labs", EDC)
+    mine = [r for r in caplog.records if r.name == "services.ingest.publisher"]
+    assert mine and not any(r.exc_info for r in mine)
+    assert "not acknowledged within 0.1 s" in mine[-1].getMessage()

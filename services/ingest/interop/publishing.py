@@ -81,5 +81,5 @@ async def accept_and_publish(
     if outcome.forbidden and forbidden_refuses_all:
         return outcome
     if outcome.events:
-        await publisher.publish(outcome.events, endpoint)
+        await publisher.publish(outcome.events, endpoint, sender)
     return outcome
