@@ -51,5 +51,5 @@ def test_the_latency_benchmark_runs_small_and_writes_every_figure(
     assert counts["MISSING: stored, email not received"] == 0
     assert counts["baseline records not consumed"] == 0
     for service in ("ingest", "grader", "alerts", "dsmb"):
-        assert f"CPU of {service} per result accepted" in figures
+        assert f"CPU of {service} per result sent" in figures
     assert "e2e latency" in done.stdout and "post -> email received p99" in done.stdout
