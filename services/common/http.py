@@ -2,27 +2,48 @@
 
 from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.logs import CORRELATION_HEADER, correlation_id_from, log_context
 
 HealthCheck = Callable[[], Awaitable[dict[str, bool]]]
+_HEADER = CORRELATION_HEADER.lower().encode("latin-1")
+
+
+class CorrelationMiddleware:
+    """Every request runs under a correlation id (the caller's X-Correlation-ID when it is a
+    UUID), given back in the response; ingest stamps it on the events it publishes.
+
+    Plain ASGI: Starlette's @app.middleware("http") (BaseHTTPMiddleware) runs each request
+    through extra tasks and streams, which doubled ingest's CPU per request (measured)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == _HEADER), None)
+        correlation_id = correlation_id_from(given.decode("latin-1") if given else None)
+        answer = (_HEADER, str(correlation_id).encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), answer]
+            await send(message)
+
+        with log_context(correlation_id=correlation_id):
+            await self.app(scope, receive, send_with_id)
 
 
 def add_operational_routes(app: FastAPI, service: str, checks: HealthCheck) -> None:
     app.mount("/metrics", make_asgi_app())
 
-    @app.middleware("http")
-    async def correlate(request: Request, call_next: Callable) -> Response:
-        """Every request runs under a correlation id (the caller's X-Correlation-ID when it is
-        a UUID), given back in the response; ingest stamps it on the events it publishes."""
-        correlation_id = correlation_id_from(request.headers.get(CORRELATION_HEADER))
-        with log_context(correlation_id=correlation_id):
-            response = await call_next(request)
-        response.headers[CORRELATION_HEADER] = str(correlation_id)
-        return response
+    app.add_middleware(CorrelationMiddleware)
 
     @app.get("/live", tags=["operations"])
     async def live() -> dict[str, str]:
