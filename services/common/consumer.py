@@ -166,10 +166,13 @@ def subscribe_batch(
     Failures are as in `subscribe`, per message: an undecodable or rejected message is
     dead-lettered at once and skipped; an unreachable dependency rewinds the whole batch
     (nothing of it committed or kept) and retries it; a message failing for any other reason
-    rewinds the batch too, and after MAX_FAILURES it is dead-lettered and the rest goes on."""
+    rewinds the batch too, and after MAX_FAILURES it is dead-lettered and the rest goes on. A
+    flush failing for another reason than an unreachable dependency cannot name its message:
+    the batch is then taken again one message at a time, so the failing one is found."""
     group = settings.consumer_group(service)
     failures: dict[tuple[int, int], int] = {}
     parked: set[tuple[int, int]] = set()  # dead-lettered, in a batch not yet committed
+    isolate = False  # after a batch's flush failed for its content: one message at a time
 
     async def dead_letter(record: ConsumerRecord, reason: str, kind: str) -> None:
         await publish_dead_letter(broker, settings, record, group, reason)
@@ -226,7 +229,22 @@ def subscribe_batch(
         decoder=_records_only,
     )
     async def consume(message: KafkaMessage) -> None:
+        nonlocal isolate
         records: tuple[ConsumerRecord, ...] = message.raw_message
+        if isolate:
+            staged = sum([await take((record,)) for record in records])
+        else:
+            staged = await take(records)
+        isolate = False
+        for record in records:
+            position = (record.partition, record.offset)
+            parked.discard(position)
+            failures.pop(position, None)
+        CONSUMED_MESSAGES.labels(service, "processed").inc(staged)
+        log.info("%s: handled a batch of %d (%d staged)", service, len(records), staged)
+
+    async def take(records: tuple[ConsumerRecord, ...]) -> int:
+        """Stage the records and flush them; how many were staged."""
         staged = 0
         for record in records:
             if (record.partition, record.offset) in parked:
@@ -239,11 +257,13 @@ def subscribe_batch(
         try:
             await handler.flush()
         except Exception as error:
-            await failed(None, error)
+            if len(records) == 1:
+                await failed(records[0], error)  # counts towards dead-lettering it
+            else:
+                # Which message the flush could not take is unknown: the batch goes again
+                # one message at a time (unless a dependency was merely unreachable).
+                nonlocal isolate
+                isolate = not unreachable(error)
+                await failed(None, error)
             raise
-        for record in records:
-            position = (record.partition, record.offset)
-            parked.discard(position)
-            failures.pop(position, None)
-        CONSUMED_MESSAGES.labels(service, "processed").inc(staged)
-        log.info("%s: handled a batch of %d (%d staged)", service, len(records), staged)
+        return staged

@@ -12,9 +12,9 @@ from pydantic import BaseModel
 from sqlalchemy import func, select, text
 
 from services.alerts.db import create_engine, upgrade_schema
-from services.common.consumer import subscribe
+from services.common.consumer import subscribe_batch
 from services.common.http import add_operational_routes
-from services.common.logs import configure_logging
+from services.common.logs import configure_logging, event_context
 from services.dsmb.projector import Projector
 from services.dsmb.readmodels import READ_MODELS, create_current_views
 from services.dsmb.rollups import (
@@ -57,6 +57,30 @@ CUTOFF_HELP = (
 )
 
 
+class ProjectionBatch:
+    """A batch of events projected into the read models in one transaction (the projection is
+    idempotent by event id, so a batch delivered again changes nothing)."""
+
+    def __init__(self, projector: Projector) -> None:
+        self.projector = projector
+        self.events: list[Envelope] = []
+
+    async def stage(self, event: Envelope, partition: int, offset: int) -> None:
+        self.events.append(event)
+
+    async def flush(self) -> None:
+        if self.events:
+            await self.projector.project(self.events)
+        for event in self.events:
+            PROJECTED_EVENTS.labels(event.event_type).inc()
+            with event_context(event):  # one line per event: its correlation id can be followed
+                log.info("projected %s of %s", event.event_type, event.subject_id)
+        self.discard()
+
+    def discard(self) -> None:
+        self.events = []
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, "dsmb", settings.log_format)
@@ -65,10 +89,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     dictionary = load_ae_dictionary()
     protocol = study_protocol(settings.study_id, settings.protocol_file)
     projector = Projector(engine, dictionary)
-
-    async def on_event(event: Envelope) -> None:
-        await projector.project([event])
-        PROJECTED_EVENTS.labels(event.event_type).inc()
 
     # One consumer group per topic: each topic's events are projected independently.
     consumers = {
@@ -80,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     }
     for consumer, (topic,) in consumers.items():
-        subscribe(broker, settings, consumer, topic, on_event)
+        subscribe_batch(broker, settings, consumer, topic, ProjectionBatch(projector))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
