@@ -36,6 +36,8 @@ def serve(service: str, port: int | None) -> int:
         port=port or getattr(settings, port_setting),
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=20,
+        loop="uvloop",
+        http="httptools",
     )
     return 0
 

@@ -57,9 +57,12 @@ async def stop_gracefully(run: Run, name: str) -> tuple[int, float]:
 def handled(run: Run) -> Counter:
     """Messages each consumer reports handled, over every log of the run."""
     counts: Counter = Counter()
-    pattern = re.compile(r"services\.common\.consumer: ([a-z-]+): handled ")
+    # One line per message ("alerts: handled AlertRaised"), or per batch ("grader: handled a
+    # batch of 500 (500 staged)", the whole batch counted).
+    pattern = re.compile(r"services\.common\.consumer: ([a-z-]+): handled (?:a batch of (\d+))?")
     for log in run.log_dir.glob("*.log"):
-        counts.update(pattern.findall(log.read_text(errors="replace")))
+        for consumer, batch in pattern.findall(log.read_text(errors="replace")):
+            counts[consumer] += int(batch) if batch else 1
     return counts
 
 
