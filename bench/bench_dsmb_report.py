@@ -94,6 +94,7 @@ from shared.events import (  # noqa: E402
 )
 from shared.protocol import study_protocol  # noqa: E402
 from shared.reference_ranges import load_reference_ranges  # noqa: E402
+from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS  # noqa: E402
 
 STUDY = "NCT05173246"
 PROTOCOL = study_protocol(STUDY)
@@ -152,6 +153,7 @@ RETRACTED_LAB_CHANCE = 0.01  # per subject: one lab sample rejected 3 days later
 ACK_CHANCE = {"critical": 0.97, "high": 0.9, "medium": 0.75}
 ACK_MEDIAN_MINUTES = {"critical": 20.0, "high": 60.0, "medium": 240.0}
 T = TypeVar("T")
+Routed = tuple[str, Envelope]  # an event and the topic it is published on (base name)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -265,15 +267,17 @@ def ae_correction(ae: AdverseEventReported) -> EventCorrected:
     )
 
 
-def graded(events: list[Envelope]) -> list[Envelope]:
+def graded(events: list[Envelope]) -> list[Routed]:
     """The events and everything the grader derives from them, in order, each derived event
-    recorded one second after its cause."""
+    recorded one second after its cause, with the topic each goes on (as the grader's app
+    publishes them)."""
     ledger, out = SubjectLedger(), []
     for event in sorted(events, key=lambda e: e.recorded_at):
         outputs = ledger.record(PROTOCOL, event, RANGES)
-        later = event.recorded_at + timedelta(seconds=1)
-        derived = [*outputs.assessments, *outputs.alerts]
-        out += [event, *(d.model_copy(update={"recorded_at": later}) for d in derived)]
+        later = {"recorded_at": event.recorded_at + timedelta(seconds=1)}
+        out.append((CLINICAL_EVENTS, event))
+        out += [(ASSESSMENTS, a.model_copy(update=later)) for a in outputs.assessments]
+        out += [(ALERTS, a.model_copy(update=later)) for a in outputs.alerts]
     return out
 
 
@@ -305,13 +309,20 @@ def acknowledgements(events: list[Envelope], rng: random.Random) -> list[Envelop
     return out
 
 
+def subject_events(subject: demo.Subject, cycles: int, seed: int = demo.SEED) -> list[Routed]:
+    """Every event of one subject that the DSMB projects, with its topic. Seeded per subject, so
+    subjects can be generated in any order or in parallel and still give the same events."""
+    rng = random.Random(f"{seed + 1}:{subject.subject_id}")
+    clinical = clinical_events(subject, cycles, rng)
+    events = graded(clinical + revisions(clinical, rng))
+    acks = acknowledgements([event for _, event in events], rng)
+    return events + [(ALERTS, ack) for ack in acks]
+
+
 def cohort_events(n: int, cycles: int, seed: int = demo.SEED) -> Iterator[list[Envelope]]:
     """Every event of the cohort that the DSMB projects, one subject at a time."""
-    rng = random.Random(seed + 1)
     for subject, subject_cycles in cohort_subjects(n, cycles, seed):
-        clinical = clinical_events(subject, subject_cycles, rng)
-        events = graded(clinical + revisions(clinical, rng))
-        yield events + acknowledgements(events, rng)
+        yield [event for _, event in subject_events(subject, subject_cycles, seed)]
 
 
 # ---------------------------------------------------------------------------------------------
