@@ -127,6 +127,10 @@ def subscribe(
         CONSUMED_MESSAGES.labels(service, "processed").inc()
 
 
+class _Parked(Exception):
+    """A message of the batch was given up on and dead-lettered: take the batch again."""
+
+
 def _records_only(_: object) -> None:
     """FastStream would decode each body as JSON for a handler argument; the handler reads the
     records themselves (message.raw_message), so that work is skipped."""
@@ -211,7 +215,11 @@ def subscribe_batch(
                     "%s: giving up on %s after %d failures", service, position, MAX_FAILURES
                 )
                 reason = f"failed {MAX_FAILURES} times: {error!r}"[:1000]
-                await dead_letter(record, reason, "failed")  # the batch goes again without it
+                await dead_letter(record, reason, "failed")
+                # The batch again without it, at once and in this call: rewinding would leave
+                # the dead letter's offset uncommitted until then, and a stop in between would
+                # park it a second time after the restart.
+                raise _Parked from error
             else:
                 CONSUMED_MESSAGES.labels(service, "retry").inc()
                 log.exception("%s: processing %s failed; retrying the batch", service, position)
@@ -231,10 +239,15 @@ def subscribe_batch(
     async def consume(message: KafkaMessage) -> None:
         nonlocal isolate
         records: tuple[ConsumerRecord, ...] = message.raw_message
-        if isolate:
-            staged = sum([await take((record,)) for record in records])
-        else:
-            staged = await take(records)
+        while True:
+            try:
+                if isolate:
+                    staged = sum([await take((record,)) for record in records])
+                else:
+                    staged = await take(records)
+                break
+            except _Parked:
+                continue  # a message given up on is dead-lettered: the rest, now
         isolate = False
         for record in records:
             position = (record.partition, record.offset)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, HTTPException
 
 from services.common.consumer import RejectedEvent, subscribe_batch
@@ -69,12 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await ensure_topics(settings)
-        await grader.producer.start()
+        await grader.start()
         try:
             async with broker_running(settings, broker, lag_of={GROUP: [grader.topic]}):
                 yield
         finally:
-            await grader.producer.stop()
+            await grader.stop()
 
     app = FastAPI(title="safetymon CTCAE grader", version="1", lifespan=lifespan)
 
@@ -117,13 +118,21 @@ class Grader:
         ranges: ReferenceRangeTable | None,
     ) -> None:
         self.settings, self.protocol, self.ranges = settings, protocol, ranges
-        self.producer = make_producer(settings, client_id="safetymon-grader")
+        self.producer: AIOKafkaProducer | None = None  # made in start(): it needs the loop
         self.topic = settings.topic(CLINICAL_EVENTS)
         self.group = settings.consumer_group(GROUP)
         self.ledgers: dict[str, SubjectLedger] = {}
         self.partition_of: dict[str, int] = {}  # subject -> the partition its events sit in
         self.applied: dict[int, int] = {}
         self.discard()
+
+    async def start(self) -> None:
+        self.producer = make_producer(self.settings, client_id="safetymon-grader")
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
 
     def discard(self) -> None:
         self.drafts: dict[str, SubjectLedger] = {}
@@ -163,6 +172,7 @@ class Grader:
                 log.debug("%s %s: %d outputs", subject, event.event_type, len(outputs.assessments))
 
     async def flush(self) -> None:
+        assert self.producer is not None, "flush before start"
         await asyncio.gather(
             send_events(self.producer, self.settings.topic(ASSESSMENTS), self.staged.assessments),
             send_events(self.producer, self.settings.topic(ALERTS), self.staged.alerts),
