@@ -40,7 +40,7 @@ from shared.events import (
     derive_id,
 )
 from shared.labs import LabTest, convert, display_result
-from shared.protocol import Protocol, study_protocol
+from shared.protocol import LabCondition, Protocol, conditions_of, study_protocol
 from shared.reference_ranges import ReferenceRangeTable
 
 
@@ -58,7 +58,7 @@ def step(
 ) -> tuple[PatientState, Assessment]:
     """The subject's state after `event`, and everything the event implies: grades, the protocol's
     dose decisions, alerts. The same state and event always give the same outputs (same ids)."""
-    state = apply(state, event, protocol.regimen.cycle_length_days)
+    state = apply(state, event, protocol.regimen.cycle_length_days, lab_histories(protocol))
     graded: list[LabGraded] = []
     if isinstance(event, LabResultReported):
         graded = grade_lab_event(event, state, ranges)
@@ -80,6 +80,24 @@ def step(
         alerts = [_grade_alert(event, grade) for grade in new_severe]
     state = state.with_severe_grades({g.payload.term: _floor(g) for g in graded})
     return state, Assessment(assessments=[*graded, *decisions, *signals], alerts=alerts)
+
+
+_HISTORIES: dict[int, tuple[Protocol, frozenset[LabTest]]] = {}
+
+
+def lab_histories(protocol: Protocol) -> frozenset[LabTest]:
+    """The tests whose earlier results a rule of `protocol` reads (a limit met for more than
+    some days): the state keeps a history of those only. Cached per protocol object."""
+    cached = _HISTORIES.get(id(protocol))
+    if cached is None or cached[0] is not protocol:
+        tests = frozenset(
+            condition.lab
+            for rule in protocol.rules
+            for condition in conditions_of(rule)
+            if isinstance(condition, LabCondition) and condition.for_more_than_days is not None
+        )
+        cached = _HISTORIES[id(protocol)] = (protocol, tests)
+    return cached[1]
 
 
 def _floor(graded: LabGraded) -> int:

@@ -4,13 +4,17 @@ What enrolment said (site, sex, age, body size, baseline creatinine, liver metas
 agent), where the subject is in treatment (cycle and day from dose administrations), the latest
 result and grade of every lab, the latest report of every adverse event, and what the protocol
 rules have put in force: rules active, holds and dose level per drug, discontinued drugs, delays.
-Nothing here is stored: it is rebuilt from the event log at start-up, and the same events always
-give the same state.
+Nothing here is durable: it is rebuilt from the event log at start-up, and the same events
+always give the same state. A state pickles compactly (`pickle.dumps(state)`): the subject ledger
+keeps the states of subjects not in use pickled, in its scratch file
+(services/ctcae_grader/ledger.py).
 """
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from collections.abc import Container, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime, timedelta, tzinfo
+from functools import cache
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any
 
@@ -30,8 +34,17 @@ from shared.labs import LabTest
 LAB_HISTORY = 20  # results kept per test: enough for "below a limit for more than 7 days"
 
 
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
+
 def _empty() -> Mapping[Any, Any]:
-    return MappingProxyType({})
+    return _EMPTY  # one for every state: a fresh state holds no mapping of its own
+
+
+@cache
+def _visit(cycle: int, day: int) -> Visit:
+    """One Visit object per visit: results of the same visit share it (Visit is frozen)."""
+    return Visit(cycle=cycle, day=day)
 
 
 def _with(mapping: Mapping, key: object, value: object) -> Mapping:
@@ -52,6 +65,17 @@ class LatestLab:
     visit: Visit | None
     collected_at: datetime
     event_id: str
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Numbers pickle fastest: the visit as two (a pickled pydantic model is ten times the
+        # size), the time as microseconds of its wall clock and the number of its zone in this
+        # process (pickling a datetime, and more so its zone, takes longer than all the rest).
+        visit = None if self.visit is None else (self.visit.cycle, self.visit.day)
+        at = self.collected_at
+        # (The second of two same wall times, at the end of summer time, goes as it is.)
+        wall = at if at.fold else (at.replace(tzinfo=None) - _EPOCH) // _MICROSECOND
+        values = (self.value, self.unit, self.lln, self.uln, self.comparator, visit)
+        return _latest_lab, (*values, wall, _zone(at.tzinfo), self.event_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +105,7 @@ class PatientState:
     delays: int = 0  # day-1 doses given later than the planned cycle length
     # results
     labs: Mapping[LabTest, LatestLab] = field(default_factory=_empty)
+    # The latest results of the tests kept with a history (apply's `histories`), oldest first.
     lab_history: Mapping[LabTest, tuple[LatestLab, ...]] = field(default_factory=_empty)
     lab_grades: Mapping[str, int | None] = field(default_factory=_empty)  # CTCAE lab term -> grade
     # Lab terms currently at grade >= 3, with the grade already alerted (one alert per episode).
@@ -101,6 +126,11 @@ class PatientState:
     # Rules resumed by the latest event: evaluated at the next event whatever it is (their
     # condition may still hold; the engine otherwise skips a rule no input of which changed).
     recheck: frozenset[str] = frozenset()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # MappingProxyType does not pickle: the mappings go as dicts, and come back read-only.
+        values = _state_values(self)
+        return _patient_state, tuple([dict(v) if type(v) is _PROXY else v for v in values])
 
     def age_on(self, day: date) -> float | None:
         if self.age_at_enrolment is None or self.enrolled_on is None:
@@ -171,15 +201,61 @@ class PatientState:
         return replace(self, lab_grades=MappingProxyType({**self.lab_grades, **grades}))
 
 
-def apply(state: PatientState | None, event: Envelope, cycle_length_days: int = 21) -> PatientState:
-    """The state after the clinical fact `event` (rule outcomes are applied by the engine)."""
+_PROXY = MappingProxyType
+_state_values = attrgetter(*(f.name for f in fields(PatientState)))
+
+
+_EPOCH, _MICROSECOND = datetime(1970, 1, 1), timedelta(microseconds=1)
+_ZONES: list[tzinfo | None] = []  # the zones of pickled results, each numbered once
+_ZONE_NUMBERS: dict[tzinfo | None, int] = {}  # (zones are equal by their offset, or name)
+
+
+def _zone(zone: tzinfo | None) -> int:
+    number = _ZONE_NUMBERS.get(zone)
+    if number is None:
+        number = _ZONE_NUMBERS[zone] = len(_ZONES)
+        _ZONES.append(zone)
+    return number
+
+
+def _latest_lab(
+    value: float,
+    unit: str,
+    lln: float | None,
+    uln: float | None,
+    comparator: str | None,
+    visit: tuple[int, int] | None,
+    wall: int | datetime,
+    zone: int,
+    event_id: str,
+) -> LatestLab:
+    shared = None if visit is None else _visit(*visit)
+    at = wall
+    if not isinstance(at, datetime):
+        at = (_EPOCH + timedelta(microseconds=at)).replace(tzinfo=_ZONES[zone])
+    return LatestLab(value, unit, lln, uln, comparator, shared, at, event_id)
+
+
+def _patient_state(*values: Any) -> PatientState:
+    return PatientState(*[_PROXY(v) if type(v) is dict else v for v in values])
+
+
+def apply(
+    state: PatientState | None,
+    event: Envelope,
+    cycle_length_days: int = 21,
+    histories: Container[LabTest] | None = None,
+) -> PatientState:
+    """The state after the clinical fact `event` (rule outcomes are applied by the engine).
+    `histories`: the tests whose earlier results are kept (in `lab_history`), every test when
+    None."""
     current = state or PatientState(subject_id=event.subject_id)
     if isinstance(event, SubjectEnrolled):
         return _enrolled(current, event)
     if isinstance(event, DoseAdministered):
         return _dosed(current, event, cycle_length_days)
     if isinstance(event, LabResultReported):
-        return _lab(current, event)
+        return _lab(current, event, histories is None or event.payload.test in histories)
     if isinstance(event, AdverseEventReported):
         return _adverse_event(current, event)
     return current
@@ -213,7 +289,7 @@ def _dosed(state: PatientState, event: DoseAdministered, cycle_length_days: int)
     return replace(state, cycle=visit.cycle, cycle_started_on=given_on, delays=delays)
 
 
-def _lab(state: PatientState, event: LabResultReported) -> PatientState:
+def _lab(state: PatientState, event: LabResultReported, with_history: bool) -> PatientState:
     p = event.payload
     latest = LatestLab(
         value=p.reported.value,
@@ -221,10 +297,12 @@ def _lab(state: PatientState, event: LabResultReported) -> PatientState:
         lln=p.reported.lln,
         uln=p.reported.uln,
         comparator=p.comparator,
-        visit=p.visit,
+        visit=None if p.visit is None else _visit(p.visit.cycle, p.visit.day),
         collected_at=event.occurred_at,
         event_id=str(event.event_id),
     )
+    if not with_history:
+        return replace(state, labs=_with(state.labs, p.test, latest))
     history = (*state.lab_history.get(p.test, ())[-(LAB_HISTORY - 1) :], latest)
     return replace(
         state,
