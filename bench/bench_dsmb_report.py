@@ -65,19 +65,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine  # noqa: E402
 from services.alerts.db import create_engine, upgrade_schema  # noqa: E402
 from services.ctcae_grader.ledger import SubjectLedger  # noqa: E402
 from services.demo import cohort as demo  # noqa: E402
+from services.demo.cohort import STUDY  # noqa: E402
 from services.dsmb import readmodels as rm  # noqa: E402
 from services.dsmb.projector import Projector  # noqa: E402
 from services.dsmb.report import write_report  # noqa: E402
 from services.dsmb.rollups import Snapshot, all_rollups, load_snapshot, parse_cutoff  # noqa: E402
 from services.ingest.domain import (  # noqa: E402
-    AdverseEventIn,
-    DoseIn,
-    EnrolmentIn,
-    LabResultIn,
     RetractionIn,
-    SubmissionIn,
     retraction_event,
-    to_event,
 )
 from shared.ae_dictionary import load_ae_dictionary  # noqa: E402
 from shared.events import (  # noqa: E402
@@ -96,7 +91,6 @@ from shared.protocol import study_protocol  # noqa: E402
 from shared.reference_ranges import load_reference_ranges  # noqa: E402
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS  # noqa: E402
 
-STUDY = "NCT05173246"
 PROTOCOL = study_protocol(STUDY)
 RANGES = load_reference_ranges(None)
 DICTIONARY = load_ae_dictionary()
@@ -104,12 +98,6 @@ STUDY_SIZE = 43  # the study as the issue names it
 TARGET_S = 60.0  # "under a minute for 10,000 subjects"
 ACCRUAL_DAYS = 730  # large cohorts enrol over two years; the demo's 4 days apart when shorter
 CUTOFF_BEFORE_LAST = timedelta(days=30)  # the cut-off: 30 days before the last event recorded
-MODELS: dict[str, type[SubmissionIn]] = {
-    "/v1/enrolments": EnrolmentIn,
-    "/v1/labs": LabResultIn,
-    "/v1/adverse-events": AdverseEventIn,
-    "/v1/doses": DoseIn,
-}
 CHEMO, TORI, NAB = "chemo", "toripalimab", "nab-paclitaxel"
 
 
@@ -207,7 +195,7 @@ def clinical_events(subject: demo.Subject, cycles: int, rng: random.Random) -> l
     history = sorted(demo._subject_history(subject, cycles, rng), key=lambda s: s.at)
     events = []
     for submission in history:
-        event = to_event(MODELS[submission.endpoint](**submission.body), STUDY)
+        (event,) = demo.cohort_events([submission])
         events.append(event.model_copy(update={"recorded_at": submission.at.astimezone(UTC)}))
     deaths = [e.occurred_at for e in events if is_death(e)]
     if deaths:

@@ -18,19 +18,11 @@ from datetime import UTC, datetime
 
 from services.ctcae_grader.ledger import SubjectLedger
 from services.demo import cohort as demo
-from services.demo.cohort import Submission
-from services.ingest.domain import AdverseEventIn, DoseIn, EnrolmentIn, LabResultIn, to_event
+from services.demo.cohort import STUDY, Submission, cohort_events
 from shared.events import AlertRaised, Envelope, EventRetracted, derive_id
 from shared.protocol import study_protocol
 from shared.reference_ranges import load_reference_ranges
 
-STUDY = "NCT05173246"
-MODELS = {
-    "/v1/enrolments": EnrolmentIn,
-    "/v1/labs": LabResultIn,
-    "/v1/adverse-events": AdverseEventIn,
-    "/v1/doses": DoseIn,
-}
 RECIPIENTS = ("safety-desk@example.org", "medical-monitor@example.org")
 ESCALATION_RECIPIENTS = ("escalation@example.org",)
 # Day-1 values that hold chemotherapy (D1-ANC-HOLD, D1-PLT-HOLD) or worse; a hold rechecks the
@@ -92,7 +84,8 @@ def build_stream(seed: int, subjects: int, cycles: int, toxicity: float) -> list
 
 
 def event_of(submission: Submission) -> Envelope:
-    return to_event(MODELS[submission.endpoint].model_validate(submission.body), STUDY)
+    (event,) = cohort_events([submission])
+    return event
 
 
 def groups_of(stream: list[Submission]) -> list[Group]:
