@@ -139,9 +139,10 @@ def _records_only(_: object) -> None:
 class BatchHandler(Protocol):
     """Takes a batch's events one by one, then makes their outputs durable together."""
 
-    async def stage(self, event: Envelope, partition: int, offset: int) -> None:
+    async def stage(self, event: Envelope, partition: int, offset: int, raw: bytes) -> None:
         """Work out the event's outputs, keeping them (and any state change) aside; raise
-        RejectedEvent for an event that can never be taken."""
+        RejectedEvent for an event that can never be taken. `raw`: the message's value, the
+        event as encoded."""
 
     async def flush(self) -> None:
         """Publish what was staged and return once the broker acknowledged it; then what was
@@ -186,13 +187,14 @@ def subscribe_batch(
 
     async def stage(record: ConsumerRecord) -> bool:
         """Whether the record was staged (else dead-lettered)."""
+        raw = record.value or b""
         try:
-            event = decode_event(record.value or b"")
+            event = decode_event(raw)
         except EventDecodeError as error:
             await dead_letter(record, str(error), "undecodable")
             return False
         try:
-            await handler.stage(event, record.partition, record.offset)
+            await handler.stage(event, record.partition, record.offset, raw)
         except RejectedEvent as error:
             with event_context(event):
                 await dead_letter(record, str(error), "rejected")

@@ -140,7 +140,7 @@ class Grader:
         self.staged = Outputs()
         self.staged_events: list[Envelope] = []
 
-    async def stage(self, event: Envelope, partition: int, offset: int) -> None:
+    async def stage(self, event: Envelope, partition: int, offset: int, raw: bytes) -> None:
         await self._current_state(partition, offset)
         self.staged_applied[partition] = offset + 1  # also when refused: it changes no state
         if event.event_type not in CLINICAL_EVENT_TYPES:
@@ -151,7 +151,7 @@ class Grader:
             draft = self.drafts[subject] = self.ledgers.get(subject, SubjectLedger()).clone()
             self.partition_of[subject] = partition
         try:
-            outputs = draft.record(self.protocol, event, self.ranges)
+            outputs = draft.record(self.protocol, event, self.ranges, raw)
         except RevisionRefused as error:
             raise RejectedEvent(str(error)) from error
         self.staged.assessments += outputs.assessments
@@ -211,7 +211,7 @@ class Grader:
             if event.event_type in CLINICAL_EVENT_TYPES:
                 ledger = into.setdefault(event.subject_id, SubjectLedger())
                 with contextlib.suppress(RevisionRefused):  # dead-lettered the first time
-                    ledger.record(self.protocol, event, self.ranges)
+                    ledger.record(self.protocol, event, self.ranges, raw)
 
 
 def record_metrics(events: list[Envelope], derived: list[Envelope], alerts: list[Envelope]) -> None:

@@ -65,7 +65,7 @@ class ProjectionBatch:
         self.projector = projector
         self.events: list[Envelope] = []
 
-    async def stage(self, event: Envelope, partition: int, offset: int) -> None:
+    async def stage(self, event: Envelope, partition: int, offset: int, raw: bytes) -> None:
         self.events.append(event)
 
     async def flush(self) -> None:

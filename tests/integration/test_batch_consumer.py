@@ -29,7 +29,7 @@ class Store:
         self.stored: list[Envelope] = []
         self.flushes = 0
 
-    async def stage(self, event: Envelope, partition: int, offset: int) -> None:
+    async def stage(self, event: Envelope, partition: int, offset: int, raw: bytes) -> None:
         self.staged.append(event)
 
     async def flush(self) -> None:
