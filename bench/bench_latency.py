@@ -45,10 +45,10 @@ emailed of produce -> consumed); the target, p99 post -> email received <= 250 m
 never asserted. `--profile DIR` also samples each service with py-spy while measuring
 (collapsed stacks, DIR/<service>.txt).
 
-On two cores the defaults are more than the four services can take (the DSMB projection and the
-grader alone need more CPU per result than 700 results/s leave): ingest then answers 503 and
-the figures are of the few results it accepted. `--rate 50 --background-rate 50` is a load
-the pipeline keeps up with there.
+With the consumers taking batches, two cores keep up with the defaults (700 results/s in all:
+CPU per result falls as batches fill); a heavier load than the host can take makes ingest answer
+503 with Retry-After (back-pressure), counted and printed, and the figures are then of the
+results it accepted.
 
 Exit 0 when it measured and printed, whatever the figures (results that ingest refused with 503
 under overload are counted and printed loudly: that is back-pressure, not loss, even if it left
