@@ -7,11 +7,14 @@ and, with a path, a JSON document (`bench/run.py` gathers them into bench/result
 import json
 import os
 import platform
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -60,6 +63,18 @@ def host() -> dict[str, Any]:
     }
 
 
+def commit() -> str:
+    """The code measured: the checkout's commit, "+changes" when files differ from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+    return head + ("+changes" if changed else "")
+
+
 def table(name: str, figures: list[Figure]) -> str:
     lines = [f"== {name}"]
     for f in figures:
@@ -81,6 +96,7 @@ def emit(
         "params": params,
         "host": host(),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "commit": commit(),
         "figures": [f.as_json() for f in figures],
     }
     if json_path is not None:

@@ -5,8 +5,10 @@ end and one JSON document of them (`make bench`).
 
 Needs the local broker and PostgreSQL (KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL; `make bench`
 starts them). A full run writes bench/results/latest.json (committed, so the figures travel with
-the code) and one file per benchmark beside it; `--smoke` runs each at a tiny size, into a
-temporary directory unless `--out` is given, to prove the suite still runs.
+the code) and one file per benchmark beside it; with `--only`, latest.json keeps the other
+benchmarks' figures from the last run (each document has its own measured_at and commit);
+`--smoke` runs each at a tiny size, into a temporary directory unless `--out` is given, to prove
+the suite still runs.
 Exit 0 when every benchmark ran; a target missed is printed, not a failure.
 """
 
@@ -50,6 +52,24 @@ def run_one(name: str, out: Path, smoke: bool) -> dict | None:
     return json.loads(target.read_text()) | {"seconds": round(seconds, 1)}
 
 
+def earlier(out: Path, smoke: bool) -> dict[str, dict]:
+    """The documents of the last combined run in `out` (of the same size), by benchmark name:
+    a run of some benchmarks (--only) keeps the others' latest figures beside its own."""
+    try:
+        previous = json.loads((out / "latest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if previous.get("smoke") != smoke:
+        return {}
+    by_script = {script: name for name, script in BENCHMARKS.items()}
+    documents = {}
+    for document in previous.get("benchmarks", []):
+        name = by_script.get((document.get("command") or [""])[0])
+        if name is not None:
+            documents[name] = document | {"name": name}
+    return documents
+
+
 def summary(documents: list[dict]) -> str:
     lines = []
     for document in documents:
@@ -71,19 +91,24 @@ def main() -> int:
     out = args.out or (Path(tempfile.mkdtemp(prefix="safetymon-bench-")) if args.smoke else RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     names = args.only or list(BENCHMARKS)
-    documents, failed = [], []
+    kept = {n: d for n, d in earlier(out, args.smoke).items() if n not in names}
+    documents, failed = dict(kept), []
     for name in names:
         document = run_one(name, out, args.smoke)
         if document is None:
             failed.append(name)
         else:
-            documents.append(document)
-    print("\n" + summary(documents))
+            documents[name] = document | {"name": name}
+    ordered = [documents[n] for n in BENCHMARKS if n in documents]
+    print("\n" + summary(ordered))
+    if kept:
+        print(f"\n(kept from earlier runs, each with its measured_at: {', '.join(kept)})")
     combined = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "smoke": args.smoke,
         "host": host(),
-        "benchmarks": documents,
+        "benchmarks": ordered,
+        "kept_from_earlier_runs": sorted(kept),
         "failed": failed,
     }
     (out / "latest.json").write_text(json.dumps(combined, indent=2) + "\n")

@@ -1,5 +1,6 @@
 """`make bench` cannot rot: bench/run.py runs the grading-core and grader-through-Kafka
-benchmarks at their smoke size against the test broker and writes every figure. (The latency,
+benchmarks at their smoke size against the test broker and writes every figure; a run of one
+benchmark keeps the other's latest figures in latest.json. (The latency,
 rebuild and memory benchmarks have smoke tests of their own, which also check what they
 measured.) Timings are printed, never asserted."""
 
@@ -43,3 +44,23 @@ def test_the_runner_runs_each_benchmark_small_and_writes_its_figures(
     assert through_kafka["baseline"] == "raw pass-through" and through_kafka["ratio"] > 0
     assert through_kafka["notes"]["assessments_out"] > 0
     assert "grader through Kafka" in done.stdout and "target >= 0.5x baseline" in done.stdout
+
+    # One benchmark again: latest.json keeps the other's figures, each with its own time.
+    again = subprocess.run(
+        [sys.executable, "bench/run.py", "--smoke", "--only", "core", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    merged = json.loads((tmp_path / "latest.json").read_text())
+    assert merged["kept_from_earlier_runs"] == ["grader"]
+    kept = {b["benchmark"]: b for b in merged["benchmarks"]}
+    assert (
+        kept["grader through Kafka"]["measured_at"]
+        == by_name["grader through Kafka"]["measured_at"]
+    )
+    assert kept["grading core"]["measured_at"] >= by_name["grading core"]["measured_at"]
+    assert all(b["commit"] for b in merged["benchmarks"])
