@@ -35,11 +35,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyCookie, HTTPBearer
+
+from services.common import entry_files
 
 USERS_FILE_ENV = "USERS_FILE"
 SESSION_SECRET_ENV = "SESSION_SECRET"
@@ -164,32 +165,17 @@ class UserDirectory:
 
     @classmethod
     def load(cls, path: str | Path) -> "UserDirectory":
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as error:
-            raise UserFileError(f"{path}: {error.strerror}") from None
-        return cls.parse(text, str(path))
+        return cls.parse(*entry_files.read_text(path, UserFileError))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "UserDirectory":
-        environ = os.environ if environ is None else environ
-        path = environ.get(USERS_FILE_ENV)
-        if not path:
-            raise UserFileError(f"{USERS_FILE_ENV} is not set: name the users file")
-        return cls.load(path)
+        return cls.load(
+            entry_files.path_from_env(environ, USERS_FILE_ENV, "the users file", UserFileError)
+        )
 
     @classmethod
     def parse(cls, text: str, origin: str = "<users>") -> "UserDirectory":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise UserFileError(f"{origin}: not valid YAML: {error}") from None
-        if not isinstance(data, dict) or set(data) != {"users"}:
-            raise UserFileError(f"{origin}: expected one top-level key 'users' (a list of users)")
-        entries = data["users"]
-        if not isinstance(entries, list) or not entries:
-            raise UserFileError(f"{origin}: 'users' must be a non-empty list")
+        entries = entry_files.entries(text, origin, "users", "a list of users", UserFileError)
         accounts: list[_Account] = []
         first_entry: dict[str, int] = {}
         token_owner: dict[str, str] = {}

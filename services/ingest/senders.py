@@ -19,19 +19,18 @@ Operators make a token with
 """
 
 import hmac
-import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.alerts.auth import token_hash
+from services.common import entry_files
 from shared.metrics import INGEST_REJECTS
 
 SENDERS_FILE_ENV = "INGEST_SENDERS_FILE"
@@ -115,34 +114,19 @@ class SenderDirectory:
 
     @classmethod
     def load(cls, path: str | Path) -> "SenderDirectory":
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as error:
-            raise SenderFileError(f"{path}: {error.strerror}") from None
-        return cls.parse(text, str(path))
+        return cls.parse(*entry_files.read_text(path, SenderFileError))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "SenderDirectory":
-        environ = os.environ if environ is None else environ
-        path = environ.get(SENDERS_FILE_ENV)
-        if not path:
-            raise SenderFileError(f"{SENDERS_FILE_ENV} is not set: name the senders file")
+        path = entry_files.path_from_env(
+            environ, SENDERS_FILE_ENV, "the senders file", SenderFileError
+        )
         return cls.load(path)
 
     @classmethod
     def parse(cls, text: str, origin: str = "<senders>") -> "SenderDirectory":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise SenderFileError(f"{origin}: not valid YAML: {error}") from None
-        if not isinstance(data, dict) or set(data) != {"senders"}:
-            raise SenderFileError(
-                f"{origin}: expected one top-level key 'senders' (a list of sending systems)"
-            )
-        entries = data["senders"]
-        if not isinstance(entries, list) or not entries:
-            raise SenderFileError(f"{origin}: 'senders' must be a non-empty list")
+        what = "a list of sending systems"
+        entries = entry_files.entries(text, origin, "senders", what, SenderFileError)
         parsed = [_entry(entry, f"{origin}: sender #{n}") for n, entry in enumerate(entries, 1)]
         return cls(_unique(parsed, origin), origin)
 
