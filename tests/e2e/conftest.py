@@ -41,20 +41,37 @@ async def live_pipeline(
 async def _services(
     kafka_bootstrap: str, database_url: str, logs: str, extra_env: dict[str, str]
 ) -> AsyncIterator[Pipeline]:
+    env = {"ALERT_EMAIL_RECIPIENTS": "safety-desk@example.org"} | extra_env
+    namespace = f"{logs}-{time.time_ns()}."
+    async with services_running(
+        kafka_bootstrap, database_url, namespace, ARTIFACTS / logs, env
+    ) as pipeline:
+        yield pipeline
+
+
+@asynccontextmanager
+async def services_running(
+    kafka_bootstrap: str,
+    database_url: str,
+    namespace: str,
+    log_dir: Path,
+    extra_env: dict[str, str],
+) -> AsyncIterator[Pipeline]:
+    """The four services as processes on the topics of `namespace` and an SMTP server catching
+    their email, until the block ends (then stopped with SIGTERM); their logs in `log_dir`."""
     sink = SmtpSink()
     sink.start()
-    namespace = f"{logs}-{time.time_ns()}."
     env = service_environment(
         bootstrap=kafka_bootstrap,
         database_url=database_url,
         namespace=namespace,
         smtp_port=sink.port,
-        ALERT_EMAIL_RECIPIENTS="safety-desk@example.org",
-        USERS_FILE=USERS_FILE,
-        SESSION_SECRET="e2e-session-secret-" + "x" * 32,
-        **extra_env,
+        **(
+            {"USERS_FILE": USERS_FILE, "SESSION_SECRET": "test-session-secret-" + "x" * 32}
+            | extra_env
+        ),
     )
-    services = Services(env, ARTIFACTS / logs)
+    services = Services(env, log_dir)
     services.start()
     try:
         await services.wait_healthy()

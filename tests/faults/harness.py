@@ -24,14 +24,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerts.db import alerts, create_engine, notifications
-from services.demo.processes import REPO_ROOT, Services, service_environment
-from services.demo.smtp_sink import SmtpSink
+from services.demo.processes import REPO_ROOT
 from services.dsmb.rebuild import rebuild
 from shared.events import EventDecodeError, decode_event
 from shared.kafka import consumer_lag, read_to_end
-from shared.settings import Settings
 from shared.topics import ALERTS, ALL_TOPICS, ASSESSMENTS, CLINICAL_EVENTS, DEAD_LETTERS
-from tests.e2e.conftest import ARTIFACTS, Pipeline
+from tests.e2e.conftest import ARTIFACTS, Pipeline, services_running
 from tests.e2e.test_live_pipeline import read_model_rows
 from tests.faults.stream import (
     ESCALATION_RECIPIENTS,
@@ -42,7 +40,7 @@ from tests.faults.stream import (
     expected_outcome,
     groups_of,
 )
-from tests.support import INGEST_AUTH, USERS_FILE, infra, private_kafka, scratch_database
+from tests.support import INGEST_AUTH, infra, private_kafka, scratch_database
 
 # Each session's logs in a directory of its own (others may run these tests at the same time):
 # test-artifacts/faults/<date>-<time>-<pid>/<scenario>/; the summary lines of every session are
@@ -159,36 +157,20 @@ async def fault_pipeline(
     namespace of their own, an SMTP sink), logs in RUN_DIR/<name>/. On exit the
     services still running are killed and the topics deleted."""
     async with scratch_database(postgres_url, "safetymon_faults") as database_url:
-        sink = SmtpSink()
-        sink.start()
         namespace = f"faults-{name}-{time.time_ns()}."
-        env = service_environment(
-            bootstrap=kafka_bootstrap,
-            database_url=database_url,
-            namespace=namespace,
-            smtp_port=sink.port,
-            USERS_FILE=USERS_FILE,
-            SESSION_SECRET="faults-session-secret-" + "x" * 32,
-            LOG_FORMAT="text",
-            **extra_env,
-        )
         prune_old_runs()
-        services = Services(env, RUN_DIR / name)
-        services.start()
+        env = {"LOG_FORMAT": "text"} | extra_env
         try:
-            await services.wait_healthy()
-            settings = Settings(
-                KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-                DATABASE_URL=database_url,
-                TOPIC_NAMESPACE=namespace,
-            )
-            yield Pipeline(services, services.urls, sink, database_url, settings, services.env)
+            async with services_running(
+                kafka_bootstrap, database_url, namespace, RUN_DIR / name, env
+            ) as pipeline:
+                try:
+                    yield pipeline
+                finally:  # the graceful stop has its own test
+                    for process in pipeline.services.processes.values():
+                        if process.poll() is None:
+                            process.kill()
         finally:
-            for process in services.processes.values():  # the graceful stop has its own test
-                if process.poll() is None:
-                    process.kill()
-            services.stop()
-            sink.stop()
             await drop_topics(kafka_bootstrap, namespace)
 
 
