@@ -79,7 +79,6 @@ from shared.protocol import study_protocol  # noqa: E402
 from shared.reference_ranges import load_reference_ranges  # noqa: E402
 from shared.settings import Settings, get_settings  # noqa: E402
 from shared.topics import ALL_TOPICS, ASSESSMENTS, CLINICAL_EVENTS  # noqa: E402
-from tests.faults.stream import DAY1_TOXICITY, DAY8_TOXICITY, event_of  # noqa: E402
 
 TARGET_MB = 300.0  # the issue: "grader <= 300 MB at 100,000 subjects"
 STUDY = "NCT05173246"
@@ -132,8 +131,11 @@ def template_subjects(count: int, copies: int, seed: int) -> list[Template]:
         subject.subject_id = f"{subject.site_id}-{index + 1:06d}"
         subject.start = first + timedelta(days=int(index * ACCRUAL_DAYS / count))
         cycles = rng.choice((1, 2))
-        toxicity(subject, cycles, rng)
-        events = [(s.at, event_of(s)) for s in demo._subject_history(subject, cycles, rng)]
+        # (the demo's own adverse events of the cycles this subject gets)
+        subject.adverse_events = [ae for ae in subject.adverse_events if ae["cycle"] <= cycles]
+        demo.write_in_toxicity(subject, cycles, TOXICITY, rng)
+        history = demo._subject_history(subject, cycles, rng)
+        events = [(s.at, e) for s, e in zip(history, demo.cohort_events(history), strict=True)]
         events = sorted(events + revisions(events, rng), key=lambda e: e[0])
         templates.append(Template(subject.subject_id, [stored(at, event) for at, event in events]))
     # Copies after the templates, numbered on; each the copy of a template taken in turn.
@@ -142,28 +144,6 @@ def template_subjects(count: int, copies: int, seed: int) -> list[Template]:
         site = template.subject_id.split("-")[0]
         template.copies.append(f"{site}-{number:06d}")
     return templates
-
-
-def toxicity(subject: demo.Subject, cycles: int, rng: random.Random) -> None:
-    """Day-1 counts that hold chemotherapy, day-8 nadirs, an SAE: as tests/faults/stream.py."""
-    for cycle in range(1, cycles + 1):
-        if (cycle, 1) not in subject.lab_overrides and rng.random() < TOXICITY:
-            subject.lab_overrides[(cycle, 1)] = dict(rng.choice(DAY1_TOXICITY))
-        if (cycle, 8) not in subject.lab_overrides and rng.random() < TOXICITY / 2:
-            subject.lab_overrides[(cycle, 8)] = dict(rng.choice(DAY8_TOXICITY))
-    subject.adverse_events = [ae for ae in subject.adverse_events if ae["cycle"] <= cycles]
-    if not subject.adverse_events and rng.random() < TOXICITY / 3:
-        subject.adverse_events.append(
-            {
-                "term": "Febrile neutropenia",
-                "verbatim": "febrile neutropenia, admitted",
-                "grade": 3,
-                "serious": True,
-                "related_drugs": ["nab-paclitaxel", subject.platinum],
-                "cycle": rng.randint(1, cycles),
-                "day": 10,
-            }
-        )
 
 
 def revisions(events: list[tuple[datetime, Envelope]], rng: random.Random) -> list:

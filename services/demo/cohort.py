@@ -188,6 +188,37 @@ def _write_in_cases(subjects: list[Subject]) -> None:
         s.lab_overrides[(4, 1)] = {"MG": 0.38, "K": 2.9}
 
 
+# Day-1 values that hold chemotherapy (D1-ANC-HOLD, D1-PLT-HOLD) or worse; a hold rechecks the
+# panel a week later, so every one adds events as well as an alert.
+DAY1_TOXICITY = ({"ANC": 0.9}, {"ANC": 0.8}, {"ANC": 0.4}, {"PLT": 68.0}, {"PLT": 45.0})
+# Day-8 nadirs below the label's minimums (nab-paclitaxel skipped) or grade 3-4.
+DAY8_TOXICITY = ({"ANC": 0.4}, {"ANC": 0.7}, {"PLT": 42.0}, {"PLT": 60.0})
+
+
+def write_in_toxicity(subject: Subject, cycles: int, share: float, rng: random.Random) -> None:
+    """Toxicity for the load the fault tests and benchmarks put through the pipeline: a day-1
+    hold in about `share` of the cycles after the first, a day-8 nadir in half as many, and a
+    serious febrile neutropenia (an alert with a 24-hour reporting deadline) for about half
+    `share` of the subjects with no adverse event of their own."""
+    for cycle in range(1, cycles + 1):
+        if cycle > 1 and (cycle, 1) not in subject.lab_overrides and rng.random() < share:
+            subject.lab_overrides[(cycle, 1)] = dict(rng.choice(DAY1_TOXICITY))
+        if (cycle, 8) not in subject.lab_overrides and rng.random() < share / 2:
+            subject.lab_overrides[(cycle, 8)] = dict(rng.choice(DAY8_TOXICITY))
+    if not subject.adverse_events and rng.random() < share / 2:
+        subject.adverse_events.append(
+            {
+                "term": "Febrile neutropenia",
+                "verbatim": "febrile neutropenia, admitted",
+                "grade": 3,
+                "serious": True,
+                "related_drugs": ["nab-paclitaxel", subject.platinum],
+                "cycle": rng.randint(1, cycles),
+                "day": 10,
+            }
+        )
+
+
 def _lab_value(test: str, subject: Subject, day: int, rng: random.Random) -> float:
     _, low, high = _range(test, subject.sex)
     if test == "ANC":

@@ -25,11 +25,6 @@ from shared.reference_ranges import load_reference_ranges
 
 RECIPIENTS = ("safety-desk@example.org", "medical-monitor@example.org")
 ESCALATION_RECIPIENTS = ("escalation@example.org",)
-# Day-1 values that hold chemotherapy (D1-ANC-HOLD, D1-PLT-HOLD) or worse; a hold rechecks the
-# panel a week later, so every one adds events as well as an alert.
-DAY1_TOXICITY = ({"ANC": 0.9}, {"ANC": 0.8}, {"ANC": 0.4}, {"PLT": 68.0}, {"PLT": 45.0})
-# Day-8 nadirs below the label's minimums (nab-paclitaxel skipped) or grade 3-4.
-DAY8_TOXICITY = ({"ANC": 0.4}, {"ANC": 0.7}, {"PLT": 42.0}, {"PLT": 60.0})
 
 
 @dataclass(frozen=True)
@@ -61,24 +56,7 @@ def build_stream(seed: int, subjects: int, cycles: int, toxicity: float) -> list
     cohort = demo._subjects(subjects, rng)
     demo._write_in_cases(cohort)
     for subject in cohort:
-        for cycle in range(1, cycles + 1):
-            if cycle > 1 and (cycle, 1) not in subject.lab_overrides and rng.random() < toxicity:
-                subject.lab_overrides[(cycle, 1)] = dict(rng.choice(DAY1_TOXICITY))
-            if (cycle, 8) not in subject.lab_overrides and rng.random() < toxicity / 2:
-                subject.lab_overrides[(cycle, 8)] = dict(rng.choice(DAY8_TOXICITY))
-        if not subject.adverse_events and rng.random() < toxicity / 2:
-            # a serious adverse event: an alert with a 24-hour reporting deadline
-            subject.adverse_events.append(
-                {
-                    "term": "Febrile neutropenia",
-                    "verbatim": "febrile neutropenia, admitted",
-                    "grade": 3,
-                    "serious": True,
-                    "related_drugs": ["nab-paclitaxel", subject.platinum],
-                    "cycle": rng.randint(1, cycles),
-                    "day": 10,
-                }
-            )
+        demo.write_in_toxicity(subject, cycles, toxicity, rng)
     submissions = [s for subject in cohort for s in demo._subject_history(subject, cycles, rng)]
     return sorted(submissions, key=lambda s: s.at)
 
