@@ -58,10 +58,17 @@ def step(
 ) -> tuple[PatientState, Assessment]:
     """The subject's state after `event`, and everything the event implies: grades, the protocol's
     dose decisions, alerts. The same state and event always give the same outputs (same ids)."""
-    state = apply(state, event, protocol.regimen.cycle_length_days, lab_histories(protocol))
+    refs: References | None = None
     graded: list[LabGraded] = []
     if isinstance(event, LabResultReported):
-        graded = grade_lab_event(event, state, ranges)
+        # As sent with the result, else the configured table's: what the grade is read
+        # against is what the protocol's rules read (a limit in multiples of the ULN).
+        refs = lab_references(event, state or PatientState(subject_id=event.subject_id), ranges)
+    cycle_days, histories = protocol.regimen.cycle_length_days, lab_histories(protocol)
+    references = None if refs is None else (refs.lln, refs.uln)
+    state = apply(state, event, cycle_days, histories, references)
+    if isinstance(event, LabResultReported):
+        graded = grade_lab_event(event, state, ranges, refs)
         state = state.with_grades({g.payload.term: g.payload.grade for g in graded})
     state, outcomes = apply_rules(protocol, state, event)
     decisions = [decision_event(event, outcome) for outcome in outcomes if outcome.changes]
@@ -136,11 +143,14 @@ def raise_alert(
 
 
 def grade_lab_event(
-    event: LabResultReported, state: PatientState, ranges: ReferenceRangeTable | None
+    event: LabResultReported,
+    state: PatientState,
+    ranges: ReferenceRangeTable | None,
+    refs: References | None = None,
 ) -> list[LabGraded]:
     lab = event.payload
     reported = lab.reported
-    refs = lab_references(event, state, ranges)
+    refs = refs or lab_references(event, state, ranges)
     graded = []
     for result in grade_reported(lab.test, reported.value, reported.unit, lab.comparator, refs):
         payload = graded_payload(event, result, refs)

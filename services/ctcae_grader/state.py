@@ -258,17 +258,20 @@ def apply(
     event: Envelope,
     cycle_length_days: int = 21,
     histories: Container[LabTest] | None = None,
+    references: tuple[float | None, float | None] | None = None,
 ) -> PatientState:
     """The state after the clinical fact `event` (rule outcomes are applied by the engine).
     `histories`: the tests whose earlier results are kept (in `lab_history`), every test when
-    None."""
+    None. `references`: the (LLN, ULN) a lab result is read against, the ones sent with it
+    when None (the grader passes the configured table's for a result sent without)."""
     current = state or PatientState(subject_id=event.subject_id)
     if isinstance(event, SubjectEnrolled):
         return _enrolled(current, event)
     if isinstance(event, DoseAdministered):
         return _dosed(current, event, cycle_length_days)
     if isinstance(event, LabResultReported):
-        return _lab(current, event, histories is None or event.payload.test in histories)
+        kept = histories is None or event.payload.test in histories
+        return _lab(current, event, kept, references)
     if isinstance(event, AdverseEventReported):
         return _adverse_event(current, event)
     return current
@@ -301,13 +304,19 @@ def _dosed(state: PatientState, event: DoseAdministered, cycle_length_days: int)
     return state.changed(cycle=visit.cycle, cycle_started_on=given_on, delays=delays)
 
 
-def _lab(state: PatientState, event: LabResultReported, with_history: bool) -> PatientState:
+def _lab(
+    state: PatientState,
+    event: LabResultReported,
+    with_history: bool,
+    references: tuple[float | None, float | None] | None,
+) -> PatientState:
     p = event.payload
+    lln, uln = (p.reported.lln, p.reported.uln) if references is None else references
     latest = LatestLab(
         value=p.reported.value,
         unit=p.reported.unit,
-        lln=p.reported.lln,
-        uln=p.reported.uln,
+        lln=lln,
+        uln=uln,
         comparator=p.comparator,
         visit=None if p.visit is None else _visit(p.visit.cycle, p.visit.day),
         collected_at=event.occurred_at,

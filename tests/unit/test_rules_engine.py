@@ -25,6 +25,7 @@ from shared.events import (
     Severity,
 )
 from shared.protocol import study_protocol
+from shared.reference_ranges import load_reference_ranges
 from tests.unit.factories import ae, dose, enrolment, lab
 
 PROTOCOL = study_protocol("NCT05173246")
@@ -362,6 +363,42 @@ def test_unknown_liver_metastasis_status_matches_neither_hepatitis_variant(
     test: str, value: float, expected: list
 ) -> None:
     assert summary(last(liver(test, value))) == expected  # no enrolment: status unknown
+
+
+# The shipped table's AST range for an adult woman (the default enrolment): 13-35 U/L.
+CONFIGURED_RANGES = load_reference_ranges(None)
+CONFIGURED_AST_ULN = 35.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (3 * CONFIGURED_AST_ULN, []),
+        (3 * CONFIGURED_AST_ULN + 0.1, [WITHHOLD]),
+        (8 * CONFIGURED_AST_ULN + 0.1, [STOP]),
+        (10 * CONFIGURED_AST_ULN, [STOP]),
+        (10 * CONFIGURED_AST_ULN + 0.1, [NP_STOP, STOP]),
+    ],
+)
+def test_a_result_sent_without_its_range_is_held_against_the_configured_uln(
+    value: float, expected: list
+) -> None:
+    """The multiples of the ULN the hepatic rules read are of the ULN the result is graded
+    against: the configured table's when the result came without one."""
+    state, outcome = None, Assessment()
+    for event in [
+        enrolled(liver_metastases=False),
+        result("AST", value, "U/L", reference_low=None, reference_high=None),
+    ]:
+        state, outcome = step(PROTOCOL, state, event, CONFIGURED_RANGES)
+    assert summary(outcome) == expected
+    (grade,) = [g for g in outcome.assessments if isinstance(g, LabGraded)]
+    assert grade.payload.value_per_uln == pytest.approx(value / CONFIGURED_AST_ULN)
+
+
+def test_with_no_range_sent_or_configured_no_multiple_of_the_uln_is_met() -> None:
+    unranged = result("AST", 1000, "U/L", reference_low=None, reference_high=None)
+    assert summary(last(enrolled(liver_metastases=False), unranged)) == []
 
 
 def test_hepatitis_withhold_rearms_once_the_values_fall_back() -> None:
