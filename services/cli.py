@@ -2,7 +2,6 @@
 
 import argparse
 import asyncio
-import contextlib
 import json
 import signal
 import sys
@@ -145,27 +144,23 @@ def explain_subject(subject_id: str) -> int:
     """Replay the subject's events from the log through the protocol and print why each
     decision in force stands."""
     from services.ctcae_grader.explain import explain
-    from services.ctcae_grader.ledger import RevisionRefused, SubjectLedger
-    from shared.events import decode_event
+    from services.ctcae_grader.ledger import SubjectLedger, replay_into
     from shared.kafka import read_subject_events
     from shared.protocol import study_protocol
+    from shared.reference_ranges import load_reference_ranges
     from shared.topics import CLINICAL_EVENTS
 
     settings = get_settings()
     protocol = study_protocol(settings.study_id, settings.protocol_file)
-    records = asyncio.run(
-        read_subject_events(settings, settings.topic(CLINICAL_EVENTS), subject_id)
-    )
-    if not records:
-        print(
-            f"no events for subject {subject_id} in {settings.topic(CLINICAL_EVENTS)}",
-            file=sys.stderr,
-        )
+    ranges = load_reference_ranges(settings.reference_ranges_file)  # as the grader grades
+    topic = settings.topic(CLINICAL_EVENTS)
+    ledgers: dict[str, SubjectLedger] = {}
+    for raw in asyncio.run(read_subject_events(settings, topic, subject_id)):
+        replay_into(ledgers, raw, protocol, ranges)
+    ledger = ledgers.get(subject_id)
+    if ledger is None or ledger.state is None:
+        print(f"no clinical events for subject {subject_id} in {topic}", file=sys.stderr)
         return 1
-    ledger = SubjectLedger()
-    for raw in records:
-        with contextlib.suppress(RevisionRefused):  # a correction of nothing changes nothing
-            ledger.record(protocol, decode_event(raw), None)
     print(json.dumps(explain(protocol, ledger.state), indent=2, default=str, ensure_ascii=False))
     return 0
 

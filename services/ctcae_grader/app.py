@@ -1,7 +1,6 @@
 """Grader service: clinical events in, grades, dose decisions and alerts out."""
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,15 +12,19 @@ from services.common.consumer import RejectedEvent, subscribe_batch
 from services.common.http import add_operational_routes
 from services.common.logs import configure_logging, event_context
 from services.ctcae_grader.explain import explain
-from services.ctcae_grader.ledger import Outputs, RevisionRefused, SubjectLedger
+from services.ctcae_grader.ledger import (
+    CLINICAL_EVENT_TYPES,
+    Outputs,
+    RevisionRefused,
+    SubjectLedger,
+    replay_into,
+)
 from shared.events import (
     AlertRaised,
     DoseDecisionMade,
     Envelope,
-    EventDecodeError,
     LabGraded,
     LabResultReported,
-    decode_event,
     utc_now,
 )
 from shared.kafka import (
@@ -48,14 +51,6 @@ from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
 
 log = logging.getLogger(__name__)
 GROUP = "grader"
-CLINICAL_EVENT_TYPES = {
-    "SubjectEnrolled",
-    "LabResultReported",
-    "AdverseEventReported",
-    "DoseAdministered",
-    "EventCorrected",
-    "EventRetracted",
-}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -206,12 +201,7 @@ class Grader:
         )
 
     def replay(self, into: dict[str, SubjectLedger], raw: bytes) -> None:
-        with contextlib.suppress(EventDecodeError):  # poison was dead-lettered the first time
-            event = decode_event(raw)
-            if event.event_type in CLINICAL_EVENT_TYPES:
-                ledger = into.setdefault(event.subject_id, SubjectLedger())
-                with contextlib.suppress(RevisionRefused):  # dead-lettered the first time
-                    ledger.record(self.protocol, event, self.ranges, raw)
+        replay_into(into, raw, self.protocol, self.ranges)
 
 
 def record_metrics(events: list[Envelope], derived: list[Envelope], alerts: list[Envelope]) -> None:

@@ -16,6 +16,7 @@ events gives (the same events give the same outputs, with the same ids), so a re
 the events before it as well as after.
 """
 
+import contextlib
 import os
 import pickle
 import sqlite3
@@ -36,6 +37,7 @@ from shared.events import (
     AlertRaised,
     Envelope,
     EventCorrected,
+    EventDecodeError,
     EventRetracted,
     EventRetractedPayload,
     Source,
@@ -180,6 +182,38 @@ class SubjectLedger:
                 published
             )
         return state, outputs
+
+
+# The events a subject ledger takes: what ingest publishes on the clinical-events topic.
+CLINICAL_EVENT_TYPES = frozenset(
+    {
+        "SubjectEnrolled",
+        "LabResultReported",
+        "AdverseEventReported",
+        "DoseAdministered",
+        "EventCorrected",
+        "EventRetracted",
+    }
+)
+
+
+def replay_into(
+    ledgers: dict[str, "SubjectLedger"],
+    raw: bytes,
+    protocol: Protocol,
+    ranges: ReferenceRangeTable | None,
+) -> None:
+    """Apply one message of the clinical-events log to its subject's ledger, as the grader
+    applied it when it came: what it could not take then (undecodable, not a clinical event, a
+    revision of nothing) changes nothing now."""
+    try:
+        event = decode_event(raw)
+    except EventDecodeError:
+        return
+    if event.event_type in CLINICAL_EVENT_TYPES:
+        ledger = ledgers.setdefault(event.subject_id, SubjectLedger())
+        with contextlib.suppress(RevisionRefused):
+            ledger.record(protocol, event, ranges, raw)
 
 
 def revised_events(

@@ -13,7 +13,7 @@ from shared.events import AlertRaised, DoseDecisionMade, LabResultReported
 from shared.protocol import study_protocol
 from shared.settings import Settings
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
-from tests.support import events_of, produce_events, read_topic, running
+from tests.support import events_of, produce, produce_events, read_topic, running
 from tests.unit.factories import dose, enrolment, lab
 
 pytestmark = pytest.mark.integration
@@ -132,3 +132,47 @@ async def test_rules_explain_replays_the_subject_from_the_log(
     assert exit_code == 0
     assert told["drugs"]["nab-paclitaxel"]["status"] == "held"
     assert told["drugs"]["carboplatin"]["held_by"][0]["rule"] == "D1-ANC-HOLD"
+
+
+async def test_rules_explain_grades_with_the_configured_ranges_and_passes_over_poison(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """An AST of 400 U/L sent without a reference range is read against the configured table
+    (ULN 35 U/L for a woman: above 10 x ULN), as the grader reads it; a message that is not an
+    event, keyed by the subject, is passed over as the grader passed over it."""
+    from services.cli import main
+    from shared.kafka import ensure_topics
+    from shared.settings import get_settings
+
+    subject = "GZ01-051"
+    history = [
+        enrolment(subject, sex="F", liver_metastases=False),
+        *[dose(drug, 1, 1, "2025-03-03", subject) for drug in ("toripalimab", "nab-paclitaxel")],
+        lab(
+            "AST",
+            400,
+            "U/L",
+            subject_id=subject,
+            cycle=1,
+            day=8,
+            collected_at="2025-03-10T07:30:00+08:00",
+            reference_low=None,
+            reference_high=None,
+            source_message_id=f"{subject}-C1D8-AST",
+        ),
+    ]
+    await ensure_topics(settings)
+    topic = settings.topic(CLINICAL_EVENTS)
+    await produce(settings.kafka_bootstrap_servers, topic, [(subject.encode(), b"not an event")])
+    await produce_events(settings.kafka_bootstrap_servers, topic, history)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers)
+    monkeypatch.setenv("TOPIC_NAMESPACE", settings.topic_namespace)
+    get_settings.cache_clear()
+    try:
+        exit_code = await asyncio.to_thread(main, ["rules", "explain", subject])
+    finally:
+        get_settings.cache_clear()
+    told = json.loads(capsys.readouterr().out)
+    assert exit_code == 0
+    held_by = [h["rule"] for h in told["drugs"]["nab-paclitaxel"]["held_by"]]
+    assert "NP-HEPATIC-STOP" in held_by
