@@ -67,7 +67,10 @@ def commit() -> str:
     """The code measured: the checkout's commit, "+changes" when files differ from it."""
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        except OSError:  # no git here (an image without it): the commit is unknown
+            return ""
         return done.stdout.strip() if done.returncode == 0 else ""
 
     head = git("rev-parse", "--short=12", "HEAD") or "unknown"

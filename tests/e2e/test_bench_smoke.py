@@ -21,15 +21,7 @@ def test_the_runner_runs_each_benchmark_small_and_writes_its_figures(
     kafka_bootstrap: str, postgres_url: str, tmp_path: Path
 ) -> None:
     env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DATABASE_URL": postgres_url}
-    command = [sys.executable, "bench/run.py", "--smoke", "--only", "core", "grader"]
-    done = subprocess.run(
-        [*command, "--out", str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_smoke(env, tmp_path, "core", "grader")
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     combined = json.loads((tmp_path / "latest.json").read_text())
@@ -46,14 +38,7 @@ def test_the_runner_runs_each_benchmark_small_and_writes_its_figures(
     assert "grader through Kafka" in done.stdout and "target >= 0.5x baseline" in done.stdout
 
     # One benchmark again: latest.json keeps the other's figures, each with its own time.
-    again = subprocess.run(
-        [sys.executable, "bench/run.py", "--smoke", "--only", "core", "--out", str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    again = run_smoke(env, tmp_path, "core")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     merged = json.loads((tmp_path / "latest.json").read_text())
     assert merged["kept_from_earlier_runs"] == ["grader"]
@@ -64,3 +49,8 @@ def test_the_runner_runs_each_benchmark_small_and_writes_its_figures(
     )
     assert kept["grading core"]["measured_at"] >= by_name["grading core"]["measured_at"]
     assert all(b["commit"] for b in merged["benchmarks"])
+
+
+def run_smoke(env: dict[str, str], out: Path, *names: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "bench/run.py", "--smoke", "--only", *names, "--out", str(out)]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -113,22 +113,13 @@ async def test_hold_recovery_resume_reduce_discontinue_live_and_on_replay(
 async def test_rules_explain_replays_the_subject_from_the_log(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from services.cli import main
     from shared.kafka import ensure_topics
-    from shared.settings import get_settings
 
     await ensure_topics(settings)
     await produce_events(
         settings.kafka_bootstrap_servers, settings.topic(CLINICAL_EVENTS), treatment_history()[:8]
     )  # up to the day-1 hold
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers)
-    monkeypatch.setenv("TOPIC_NAMESPACE", settings.topic_namespace)
-    get_settings.cache_clear()
-    try:
-        exit_code = await asyncio.to_thread(main, ["rules", "explain", SUBJECT])
-    finally:
-        get_settings.cache_clear()
-    told = json.loads(capsys.readouterr().out)
+    exit_code, told = await explain_with_the_cli(settings, monkeypatch, capsys, SUBJECT)
     assert exit_code == 0
     assert told["drugs"]["nab-paclitaxel"]["status"] == "held"
     assert told["drugs"]["carboplatin"]["held_by"][0]["rule"] == "D1-ANC-HOLD"
@@ -140,9 +131,7 @@ async def test_rules_explain_grades_with_the_configured_ranges_and_passes_over_p
     """An AST of 400 U/L sent without a reference range is read against the configured table
     (ULN 35 U/L for a woman: above 10 x ULN), as the grader reads it; a message that is not an
     event, keyed by the subject, is passed over as the grader passed over it."""
-    from services.cli import main
     from shared.kafka import ensure_topics
-    from shared.settings import get_settings
 
     subject = "GZ01-051"
     history = [
@@ -165,6 +154,22 @@ async def test_rules_explain_grades_with_the_configured_ranges_and_passes_over_p
     topic = settings.topic(CLINICAL_EVENTS)
     await produce(settings.kafka_bootstrap_servers, topic, [(subject.encode(), b"not an event")])
     await produce_events(settings.kafka_bootstrap_servers, topic, history)
+    exit_code, told = await explain_with_the_cli(settings, monkeypatch, capsys, subject)
+    assert exit_code == 0
+    held_by = [h["rule"] for h in told["drugs"]["nab-paclitaxel"]["held_by"]]
+    assert "NP-HEPATIC-STOP" in held_by
+
+
+async def explain_with_the_cli(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    subject: str,
+) -> tuple[int, dict]:
+    """`safetymon rules explain SUBJECT` on the test's topics: its exit code and what it printed."""
+    from services.cli import main
+    from shared.settings import get_settings
+
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers)
     monkeypatch.setenv("TOPIC_NAMESPACE", settings.topic_namespace)
     get_settings.cache_clear()
@@ -172,7 +177,4 @@ async def test_rules_explain_grades_with_the_configured_ranges_and_passes_over_p
         exit_code = await asyncio.to_thread(main, ["rules", "explain", subject])
     finally:
         get_settings.cache_clear()
-    told = json.loads(capsys.readouterr().out)
-    assert exit_code == 0
-    held_by = [h["rule"] for h in told["drugs"]["nab-paclitaxel"]["held_by"]]
-    assert "NP-HEPATIC-STOP" in held_by
+    return exit_code, json.loads(capsys.readouterr().out)
