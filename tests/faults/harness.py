@@ -691,6 +691,14 @@ async def at_times(times: list[float]) -> AsyncIterator[int]:
         yield i
 
 
+async def sends_cut_off(run: Run) -> int:
+    """Read once the alert service is dead: emails it had claimed for sending and not recorded
+    as sent. Each may have reached the SMTP server, and is sent again after the restart (with
+    the same Message-ID); no other email can be."""
+    _, statuses = await alert_store(run)
+    return statuses.get("sending", 0)
+
+
 async def stored_and_sent(run: Run, engine: AsyncEngine | None = None) -> tuple[int, int]:
     """Alerts stored, notifications sent: (0, 0) while the database does not answer."""
     try:
