@@ -67,8 +67,8 @@ def step(
     cycle_days, histories = protocol.regimen.cycle_length_days, lab_histories(protocol)
     references = None if refs is None else (refs.lln, refs.uln)
     state = apply(state, event, cycle_days, histories, references)
-    if isinstance(event, LabResultReported):
-        graded = grade_lab_event(event, state, ranges, refs)
+    if isinstance(event, LabResultReported) and refs is not None:
+        graded = grade_lab_event(event, refs)
         state = state.with_grades({g.payload.term: g.payload.grade for g in graded})
     state, outcomes = apply_rules(protocol, state, event)
     decisions = [decision_event(event, outcome) for outcome in outcomes if outcome.changes]
@@ -142,15 +142,10 @@ def raise_alert(
     return cause.derived(AlertRaised, payload, rule_id)
 
 
-def grade_lab_event(
-    event: LabResultReported,
-    state: PatientState,
-    ranges: ReferenceRangeTable | None,
-    refs: References | None = None,
-) -> list[LabGraded]:
+def grade_lab_event(event: LabResultReported, refs: References) -> list[LabGraded]:
+    """The result's grades against `refs` (lab_references: what the rules read too)."""
     lab = event.payload
     reported = lab.reported
-    refs = refs or lab_references(event, state, ranges)
     graded = []
     for result in grade_reported(lab.test, reported.value, reported.unit, lab.comparator, refs):
         payload = graded_payload(event, result, refs)
