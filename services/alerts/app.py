@@ -48,6 +48,7 @@ from services.alerts.store import (
 from services.alerts.timeline import timeline
 from services.alerts.web import desk_router
 from services.common.consumer import RejectedEvent, subscribe, unreachable
+from services.common.heap import settle_heap
 from services.common.http import add_operational_routes
 from services.common.logs import configure_logging
 from shared.events import (
@@ -355,6 +356,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 asyncio.create_task(retry_failed_notifications()),
                 asyncio.create_task(escalation_loop()),
             ]
+            settle_heap()
             try:
                 yield
             finally:

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, HTTPException
 
 from services.common.consumer import RejectedEvent, subscribe_batch
+from services.common.heap import settle_heap
 from services.common.http import add_operational_routes
 from services.common.logs import configure_logging, event_context
 from services.ctcae_grader.explain import explain
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await grader.start()
         try:
             async with broker_running(settings, broker, lag_of={GROUP: [grader.topic]}):
+                settle_heap()
                 yield
         finally:
             await grader.stop()

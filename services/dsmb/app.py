@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text
 
 from services.alerts.db import create_engine, upgrade_schema
 from services.common.consumer import subscribe_batch
+from services.common.heap import settle_heap
 from services.common.http import add_operational_routes
 from services.common.logs import configure_logging, event_context
 from services.dsmb.projector import Projector
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.to_thread(upgrade_schema, settings.database_url)
         await create_current_views(engine)
         async with broker_running(settings, broker, lag_of=consumers):
+            settle_heap()
             yield
         await engine.dispose()
 

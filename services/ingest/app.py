@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
 
+from services.common.heap import settle_heap
 from services.common.http import add_operational_routes
 from services.common.logs import configure_logging
 from services.ingest.domain import (
@@ -202,6 +203,7 @@ async def running(
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(tried.wait(), FIRST_CONNECT_WAIT_S)
+        settle_heap()
         yield
     finally:
         server.close()

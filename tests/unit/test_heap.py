@@ -1,0 +1,38 @@
+"""A service's heap after start-up: what exists is frozen, young collections are rarer."""
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from services.common.heap import YOUNG_COLLECTION_THRESHOLD, settle_heap
+
+
+@pytest.fixture
+def collector_restored() -> Iterator[None]:
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+@pytest.mark.usefixtures("collector_restored")
+def test_settling_freezes_what_start_up_made_and_spaces_young_collections() -> None:
+    gc.unfreeze()
+    middle, oldest = gc.get_threshold()[1:]
+    settle_heap()
+    assert gc.get_freeze_count() > 1000  # modules, classes, schemas of this process
+    assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, middle, oldest)
+
+
+@pytest.mark.usefixtures("collector_restored")
+def test_cycles_made_after_settling_are_still_collected() -> None:
+    settle_heap()
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # type: ignore[attr-defined]
+    del a, b
+    assert gc.collect() >= 2
