@@ -11,6 +11,8 @@ the clinical-events topic of two topic namespaces. Then, each in a process of it
 
   baseline  a plain aiokafka loop: fetch up to 500 records, produce each again to an output
             topic keyed as it came (acks=all, idempotent), await the acknowledgements, commit;
+  codec     the same loop, each record decoded into its event model and encoded again (what
+            any consumer of the event envelope pays before doing anything with an event);
   grader    the grader service as deployed (`safetymon serve grader`): decodes, grades, applies
             the protocol, publishes grades, decisions and alerts.
 
@@ -38,7 +40,7 @@ from bench.report import Figure, emit  # noqa: E402
 from services.common.net import free_port  # noqa: E402
 from services.demo.cohort import build_cohort, cohort_events  # noqa: E402
 from services.demo.processes import service_environment  # noqa: E402
-from shared.events import encode_event  # noqa: E402
+from shared.events import decode_event, encode_event  # noqa: E402
 from shared.kafka import consumer_lag, ensure_topics, kafka_client_kwargs, read_to_end  # noqa: E402
 from shared.settings import Settings, get_settings  # noqa: E402
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS  # noqa: E402
@@ -78,22 +80,29 @@ async def take_rate(settings: Settings, group: str, topic: str, total: int) -> f
     """Events per second `group` takes `topic` at: from its first commit to its last, read
     from the broker's committed offsets every 50 ms (the same outside view of both sides)."""
     first: tuple[float, int] | None = None
+    untouched = time.perf_counter()  # the last reading with nothing committed yet
     while True:
         lag = sum((await consumer_lag(settings, group, topic)).values())
         now = time.perf_counter()
-        if first is None and lag < total:
-            first = (now, lag)
+        if first is None:
+            if lag < total:
+                first = (now, lag)
+            else:
+                untouched = now
         if lag == 0:
             break
         await asyncio.sleep(0.05)
     assert first is not None
     started, lag_then = first
-    return (lag_then / (now - started)) if now > started else float("nan")
+    if now == started:  # all taken between two readings (a smoke run): from the one before
+        started, lag_then = untouched, total
+    return lag_then / (now - started)
 
 
-async def carry(settings: Settings, total: int) -> None:
+async def carry(settings: Settings, total: int, codec: bool = False) -> None:
     """The baseline (run in a process of its own): consume -> produce -> commit until `total`
-    records were carried from the clinical-events topic to the assessments topic."""
+    records were carried from the clinical-events topic to the assessments topic; with `codec`,
+    each decoded into its event and encoded again on the way."""
     source, target = settings.topic(CLINICAL_EVENTS), settings.topic(ASSESSMENTS)
     consumer = AIOKafkaConsumer(
         source,
@@ -112,7 +121,12 @@ async def carry(settings: Settings, total: int) -> None:
         while carried < total:
             batches = await consumer.getmany(timeout_ms=100, max_records=500)
             sent = [
-                await producer.send(target, r.value, key=r.key, headers=list(r.headers))
+                await producer.send(
+                    target,
+                    encode_event(decode_event(r.value)) if codec else r.value,
+                    key=r.key,
+                    headers=list(r.headers),
+                )
                 for records in batches.values()
                 for r in records
             ]
@@ -152,6 +166,12 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
         return subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
 
+def carry_command(settings: Settings, total: int, *options: str) -> list[str]:
+    """The baseline's process: `carry` of `settings`' topic namespace."""
+    namespace = settings.topic_namespace
+    return [sys.executable, __file__, "--carry", namespace, "--total", str(total), *options]
+
+
 def grader_command(settings: Settings, port: int) -> tuple[list[str], dict[str, str]]:
     env = service_environment(
         bootstrap=settings.kafka_bootstrap_servers,
@@ -180,9 +200,13 @@ async def run(args: argparse.Namespace) -> int:
     logs = ROOT / ".local" / "bench-grader"
     logs.mkdir(parents=True, exist_ok=True)
     raw = scoped(settings, "passthrough")
-    carry_command = [sys.executable, __file__, "--carry", raw.topic_namespace, "--total", str(n)]
     baseline = await run_side(
-        raw, records, PASSTHROUGH_GROUP, carry_command, dict(os.environ), logs / "carry.log"
+        raw, records, PASSTHROUGH_GROUP, carry_command(raw, n), dict(os.environ), logs / "carry.log"
+    )
+    codec = scoped(settings, "codec")
+    command = carry_command(codec, n, "--codec")
+    decoded = await run_side(
+        codec, records, PASSTHROUGH_GROUP, command, dict(os.environ), logs / "codec.log"
     )
     graded = scoped(settings, "grader")
     command, env = grader_command(graded, free_port())
@@ -199,6 +223,13 @@ async def run(args: argparse.Namespace) -> int:
         return 1
     figures = [
         Figure("raw aiokafka consume -> produce -> commit", baseline, "events/s"),
+        Figure(
+            "the same, each event decoded and encoded again",
+            decoded,
+            "events/s",
+            baseline="raw pass-through",
+            baseline_value=baseline,
+        ),
         Figure(
             "grader service through Kafka",
             grader,
@@ -227,10 +258,11 @@ def main() -> int:
     parser.add_argument("--profile-raw", action="store_true", help="collapsed stacks, not SVG")
     parser.add_argument("--carry", metavar="NAMESPACE", help=argparse.SUPPRESS)  # the baseline
     parser.add_argument("--total", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--codec", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.carry:
         settings = get_settings().model_copy(update={"topic_namespace": args.carry})
-        asyncio.run(carry(settings, args.total))
+        asyncio.run(carry(settings, args.total, args.codec))
         return 0
     if args.smoke:
         args.subjects, args.cycles = 30, 4

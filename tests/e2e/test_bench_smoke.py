@@ -35,6 +35,8 @@ def test_the_runner_runs_each_benchmark_small_and_writes_its_figures(
     through_kafka = grader["grader service through Kafka"]
     assert through_kafka["baseline"] == "raw pass-through" and through_kafka["ratio"] > 0
     assert through_kafka["notes"]["assessments_out"] > 0
+    codec = grader["the same, each event decoded and encoded again"]
+    assert codec["baseline"] == "raw pass-through" and codec["ratio"] > 0
     assert "grader through Kafka" in done.stdout and "target >= 0.5x baseline" in done.stdout
 
     # One benchmark again: latest.json keeps the other's figures, each with its own time.
