@@ -58,7 +58,6 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
 from sqlalchemy import select, text  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine  # noqa: E402
 
@@ -66,6 +65,7 @@ from services.alerts.db import create_engine, upgrade_schema  # noqa: E402
 from services.ctcae_grader.ledger import SubjectLedger  # noqa: E402
 from services.demo import cohort as demo  # noqa: E402
 from services.demo.cohort import STUDY  # noqa: E402
+from services.demo.databases import scratch_database as shared_scratch_database  # noqa: E402
 from services.dsmb import readmodels as rm  # noqa: E402
 from services.dsmb.projector import Projector  # noqa: E402
 from services.dsmb.report import write_report  # noqa: E402
@@ -330,22 +330,8 @@ async def scratch_database(url: str | None, label: str, keep: bool) -> AsyncIter
             if not keep:
                 shutil.rmtree(directory, ignore_errors=True)
         return
-    name = f"safetymon_bench_{label}_{uuid.uuid4().hex[:8]}"
-    admin = url.replace("postgresql+asyncpg://", "postgresql://")
-    await _admin(admin, f'CREATE DATABASE "{name}"')
-    try:
-        yield url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        if not keep:
-            await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _admin(dsn: str, statement: str) -> None:
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
+    async with shared_scratch_database(url, f"safetymon_bench_{label}", keep) as scratch:
+        yield scratch
 
 
 @dataclass

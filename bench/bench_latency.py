@@ -68,9 +68,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -88,6 +86,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from report import Figure, emit  # noqa: E402
 
 from services.common.net import free_port  # noqa: E402
+from services.demo.databases import asyncpg_dsn, scratch_database  # noqa: E402
 from services.demo.processes import (  # noqa: E402
     EXAMPLE_EDC_TOKEN,
     Services,
@@ -590,27 +589,6 @@ async def alert_times(dsn: str) -> dict[str, AlertTimes]:
     }
 
 
-@asynccontextmanager
-async def scratch_database(url: str) -> AsyncIterator[tuple[str, str]]:
-    """A new empty database on the PostgreSQL server of `url`, dropped on exit: its SQLAlchemy
-    URL and its asyncpg DSN."""
-    name = f"safetymon_bench_latency_{uuid.uuid4().hex[:8]}"
-    admin = url.replace("postgresql+asyncpg://", "postgresql://")
-    connection = await asyncpg.connect(admin)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    try:
-        yield url.rsplit("/", 1)[0] + f"/{name}", admin.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        connection = await asyncpg.connect(admin)
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await connection.close()
-
-
 async def delete_topics(settings: Settings, names: list[str]) -> None:
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
     await admin.start()
@@ -663,7 +641,8 @@ async def run(args: argparse.Namespace) -> Run:
     sink = TimedSink()
     await sink.start()
     try:
-        async with scratch_database(args.database_url) as (database_url, dsn):
+        async with scratch_database(args.database_url, "safetymon_bench_latency") as database_url:
+            dsn = asyncpg_dsn(database_url)
             env = service_environment(
                 bootstrap=settings.kafka_bootstrap_servers,
                 database_url=database_url,

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from services.demo.databases import scratch_database
 from shared.settings import Settings
-from tests.support import SENDERS_FILE, USERS_FILE, scratch_database
+from tests.support import SENDERS_FILE, USERS_FILE
 
 
 def _reachable(host_port: str) -> bool:

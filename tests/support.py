@@ -5,12 +5,10 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -34,26 +32,6 @@ async def running(
             transport=transport, base_url="http://app", headers=headers
         ) as client:
             yield client
-
-
-@asynccontextmanager
-async def scratch_database(postgres_url: str, prefix: str) -> AsyncIterator[str]:
-    """A new, empty database on the server of `postgres_url`, dropped on exit; yields its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin_dsn = postgres_url.replace("postgresql+asyncpg://", "postgresql://")
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    try:
-        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        connection = await asyncpg.connect(admin_dsn)
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await connection.close()
 
 
 async def infra(script: str, command: str, env: dict[str, str] | None = None) -> float:

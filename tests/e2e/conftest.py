@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.demo.databases import scratch_database
 from services.demo.processes import Services, service_environment
 from services.demo.smtp_sink import SmtpSink
 from shared.settings import Settings
-from tests.support import USERS_FILE, scratch_database
+from tests.support import USERS_FILE
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

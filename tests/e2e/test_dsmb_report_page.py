@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from services.alerts.db import create_engine, upgrade_schema
+from services.demo.databases import scratch_database
 from services.dsmb.projector import Projector
 from services.dsmb.report import report_from_database
 from shared.ae_dictionary import load_ae_dictionary
 from shared.protocol import study_protocol
 from tests.integration import dsmb_scenario as scenario
-from tests.support import BROWSER_DIR, CHROMIUM, browser_ready, scratch_database
+from tests.support import BROWSER_DIR, CHROMIUM, browser_ready
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dsmb"

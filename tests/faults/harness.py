@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerts.db import alerts, create_engine, notifications
+from services.demo.databases import scratch_database
 from services.demo.processes import REPO_ROOT
 from services.dsmb.rebuild import rebuild
 from shared.events import EventDecodeError, decode_event
@@ -40,7 +41,7 @@ from tests.faults.stream import (
     expected_outcome,
     groups_of,
 )
-from tests.support import INGEST_AUTH, infra, private_kafka, scratch_database
+from tests.support import INGEST_AUTH, infra, private_kafka
 
 # Each session's logs in a directory of its own (others may run these tests at the same time):
 # test-artifacts/faults/<date>-<time>-<pid>/<scenario>/; the summary lines of every session are

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerts.db import create_engine, upgrade_schema
+from services.demo.databases import scratch_database
 from services.dsmb.projector import Projector
 from services.dsmb.readmodels import READ_MODELS, create_current_views
 from services.dsmb.report import write_report
@@ -26,7 +27,6 @@ from shared.ae_dictionary import load_ae_dictionary
 from shared.events import AlertRaised, Envelope
 from shared.protocol import study_protocol
 from tests.integration import dsmb_scenario as scenario
-from tests.support import scratch_database
 
 pytestmark = pytest.mark.integration
 PROTOCOL = study_protocol("NCT05173246")

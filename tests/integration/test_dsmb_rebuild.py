@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerts.db import create_engine, upgrade_schema
+from services.demo.databases import scratch_database
 from services.dsmb import readmodels as rm
 from services.dsmb import rebuild as rebuild_module
 from services.dsmb.projection import rows_of
@@ -36,7 +37,7 @@ from shared.kafka import ensure_topics
 from shared.settings import Settings
 from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
 from tests.integration import dsmb_scenario as scenario
-from tests.support import produce, scratch_database
+from tests.support import produce
 
 pytestmark = pytest.mark.integration
 DICTIONARY = load_ae_dictionary()
