@@ -38,10 +38,14 @@ def derive_id(*parts: str) -> uuid.UUID:
     return uuid.uuid5(ID_NAMESPACE, "\x1f".join(parts))
 
 
+# The JSON that json.dumps(content, sort_keys=True, separators=(",", ":"), default=str) gives,
+# from one encoder: dumps makes a new one per call, and the grader fingerprints every grade.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def content_fingerprint(content: Any) -> str:
     """Stable digest of JSON-able content, for sources that send no message id of their own."""
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL_JSON.encode(content).encode()).hexdigest()
 
 
 def utc_now() -> datetime:
@@ -320,8 +324,9 @@ class Envelope(Model):
     def derived(self, event_class: type["Envelope"], payload: Model, *id_parts: str) -> "Envelope":
         """A derived event caused by this one, with an id fixed by this event and `id_parts`."""
         event_type = event_class.model_fields["event_type"].default
+        cause = str(self.event_id)
         return event_class(
-            event_id=derive_id(event_type, str(self.event_id), *id_parts),
+            event_id=derive_id(event_type, cause, *id_parts),
             study_id=self.study_id,
             site_id=self.site_id,
             subject_id=self.subject_id,
@@ -329,7 +334,7 @@ class Envelope(Model):
             recorded_at=utc_now(),
             causation_id=self.event_id,
             correlation_id=self.correlation_id or self.event_id,
-            source=Source(system="safetymon", message_id=str(self.event_id)),
+            source=Source(system="safetymon", message_id=cause),
             payload=payload,
         )
 

@@ -1,6 +1,7 @@
 """The event envelope: encoding, decoding with precise errors, derived ids."""
 
 import json
+from datetime import date
 
 import pytest
 
@@ -8,6 +9,7 @@ from shared.events import (
     EventDecodeError,
     LabGraded,
     LabResultReported,
+    content_fingerprint,
     decode_event,
     derive_id,
     encode_event,
@@ -47,6 +49,22 @@ def test_bytes_that_are_not_json_are_refused() -> None:
 def test_derived_ids_are_deterministic() -> None:
     assert derive_id("a", "b") == derive_id("a", "b")
     assert derive_id("a", "b") != derive_id("ab")
+
+
+@pytest.mark.parametrize(
+    ("content", "digest"),
+    [
+        ([0.9, "10^9/L", 3, 3], "c14025bfc7c9fd368299361dc89ebe4d6f7e38a630540ca718057c5de9284e6d"),
+        (
+            {"b": 1, "a": "µmol/L", "d": date(2026, 3, 1)},
+            "b8c1ee82e4f23bcbe9f07777c197c59111fa2afc1e9d8a2f67948171a05d38ac",
+        ),
+    ],
+)
+def test_a_content_fingerprint_never_changes(content: object, digest: str) -> None:
+    # Part of published ids (a grade's id holds its graded value): the digest of the JSON with
+    # sorted keys, no spaces, ASCII escapes and dates as text, as it has always been.
+    assert content_fingerprint(content) == digest
 
 
 def test_a_derived_event_points_to_its_cause() -> None:
