@@ -7,7 +7,7 @@ messages, on the same broker in the same run; prints figures, no asserts.
 Needs the local broker (`bash scripts/kafka start`; KAFKA_BOOTSTRAP_SERVERS as it prints). The
 demo cohort of `--subjects` subjects over `--cycles` cycles (enrolment, doses, lab panels, adverse
 events: the events ingest publishes for them, ~93 per subject) is encoded once and written to
-the clinical-events topic of two topic namespaces. Then, each in a process of its own:
+the clinical-events topic of three topic namespaces. Then, each in a process of its own:
 
   baseline  a plain aiokafka loop: fetch up to 500 records, produce each again to an output
             topic keyed as it came (acks=all, idempotent), await the acknowledgements, commit;
@@ -16,7 +16,7 @@ the clinical-events topic of two topic namespaces. Then, each in a process of it
   grader    the grader service as deployed (`safetymon serve grader`): decodes, grades, applies
             the protocol, publishes grades, decisions and alerts.
 
-Both are measured the same way from outside: the consumer group's committed offsets read every
+All three are measured the same way from outside: the consumer group's committed offsets read every
 50 ms, events per second from its first commit to the last (start-up and group join left out).
 The grader's rate is also given as a ratio of the baseline's (target >= 0.5). `--profile DIR`
 runs the grader under py-spy (a flame graph, or collapsed stacks with --profile-raw).

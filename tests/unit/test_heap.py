@@ -36,3 +36,14 @@ def test_cycles_made_after_settling_are_still_collected() -> None:
     a.other, b.other = b, a  # type: ignore[attr-defined]
     del a, b
     assert gc.collect() >= 2
+
+
+@pytest.mark.usefixtures("collector_restored")
+def test_settling_again_in_the_same_process_freezes_nothing_more() -> None:
+    gc.unfreeze()
+    settle_heap()
+    frozen = gc.get_freeze_count()
+    started_again = [[] for _ in range(1000)]  # what a second app start would leave behind
+    settle_heap()
+    assert gc.get_freeze_count() == frozen
+    assert started_again
