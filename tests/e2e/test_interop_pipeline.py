@@ -19,6 +19,7 @@ from shared.events import LabGraded, LabResultReported
 from shared.topics import ASSESSMENTS, CLINICAL_EVENTS
 from tests.e2e.conftest import Pipeline, live_pipeline
 from tests.e2e.test_live_pipeline import alert_rows
+from tests.interop_messages import COLLECTED, fhir_observation, hl7_oru
 from tests.support import INGEST_AUTH, INGEST_TOKEN, events_of, eventually, read_topic
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +33,6 @@ SUBJECTS = {
     "sdtm": ("GZ01-404", "GZ9000404", "NCT05173246-GZ01-404"),
     "refused": ("GZ01-405", "GZ9000405", "NCT05173246-GZ01-405"),
 }
-COLLECTED = "2026-11-20T07:30:00+08:00"
 
 
 @pytest.fixture(scope="module")
@@ -64,57 +64,6 @@ def json_lab(subject: str) -> dict:
         "source_system": "lis-gz01",
         "source_message_id": f"{subject}-C2D1-ANC",
     }
-
-
-def hl7_oru(patient_id: str, value: str = "0.9", control_id: str = "MSG00402") -> bytes:
-    segments = [
-        f"MSH|^~\\&|LIS|GZ01-LIS|SAFETYMON|NCT05173246|202611200815+0800||ORU^R01|{control_id}"
-        "|P|2.5.1|||||CHN|UNICODE UTF-8",
-        f"PID|1||{patient_id}^^^GZH^MR||TEST^PATIENT||19600101|M",
-        "PV1|1|O|ONC^^^GZ01||||||||||||||||C2D1",
-        f"OBR|1|P-{control_id}|F-{control_id}|57021-8^CBC W Auto Differential panel^LN"
-        "|||202611200730+0800",
-        f"OBX|1|NM|751-8^Neutrophils [#/volume] in Blood by Automated count^LN||{value}|10*9/L"
-        "|1.8-6.3|L|||F|||202611200730+0800",
-    ]
-    return "\r".join(segments).encode()
-
-
-def fhir_observation(patient_id: str, value: float | None = 0.9) -> dict:
-    observation = {
-        "resourceType": "Observation",
-        "id": f"anc-{patient_id}",
-        "status": "final",
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "laboratory",
-                    }
-                ]
-            }
-        ],
-        "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]},
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "effectiveDateTime": COLLECTED,
-        "valueQuantity": {
-            "value": value,
-            "unit": "10^9/L",
-            "system": "http://unitsofmeasure.org",
-            "code": "10*9/L",
-        },
-        "referenceRange": [{"low": {"value": 1.8}, "high": {"value": 6.3}}],
-        "extension": [
-            {
-                "url": "https://safetymon.example/fhir/StructureDefinition/study-visit",
-                "valueString": "C2D1",
-            }
-        ],
-    }
-    if value is None:
-        del observation["valueQuantity"]
-    return observation
 
 
 SDTM_LB_HEADER = (
@@ -234,7 +183,7 @@ async def test_malformed_input_of_each_format_is_refused_precisely_and_publishes
     assert "TEST^PATIENT" not in unknown.text and "PATIENT" not in unknown.text
 
     bad_value = await send_mllp(
-        "127.0.0.1", pipeline.services.mllp_port, hl7_oru(patient, "abc", "X2"), 10
+        "127.0.0.1", pipeline.services.mllp_port, hl7_oru(patient, value="abc", control_id="X2"), 10
     )
     assert str(hl7.parse(bad_value.decode()).segment("MSA")[1]) == "AE"
     assert "OBX" in bad_value.decode()

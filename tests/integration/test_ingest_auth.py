@@ -14,6 +14,7 @@ from services.ingest.interop.routes import FHIR_MEDIA_TYPE, HL7_MEDIA_TYPE
 from shared.events import Envelope
 from shared.settings import Settings
 from shared.topics import CLINICAL_EVENTS
+from tests.interop_messages import COLLECTED, fhir_observation, hl7_oru
 from tests.support import INGEST_AUTH, LIS_GZ01, LIS_SH02, events_of, read_topic, running
 
 pytestmark = pytest.mark.integration
@@ -21,7 +22,6 @@ pytestmark = pytest.mark.integration
 # From the shipped enrolment map (interop/NCT05173246.enrolment.csv).
 GZ01 = {"subject": "GZ01-001", "patient": "GZ0700037", "usubjid": "NCT05173246-GZ01-001"}
 SH02 = {"subject": "SH02-006", "patient": "SH0700222", "usubjid": "NCT05173246-SH02-006"}
-COLLECTED = "2026-11-20T07:30:00+08:00"
 
 
 def lab(subject: str, site: str, message_id: str, **overrides: object) -> dict:
@@ -37,48 +37,6 @@ def lab(subject: str, site: str, message_id: str, **overrides: object) -> dict:
         "visit": {"cycle": 2, "day": 1},
         "source_message_id": message_id,
     } | overrides
-
-
-def hl7_oru(facility: str, patient: str, control_id: str) -> bytes:
-    return "\r".join(
-        [
-            f"MSH|^~\\&|LIS|{facility}|SAFETYMON|NCT05173246|202611200815+0800||ORU^R01|"
-            f"{control_id}|P|2.5.1|||||CHN|UNICODE UTF-8",
-            f"PID|1||{patient}^^^H^MR",
-            "PV1|1|O|ONC||||||||||||||||C2D1",
-            f"OBR|1|P-{control_id}|F-{control_id}|57021-8^CBC^LN|||202611200730+0800",
-            "OBX|1|NM|751-8^Neutrophils^LN||0.9|10*9/L|1.8-6.3|L|||F|||202611200730+0800",
-        ]
-    ).encode()
-
-
-def fhir_observation(patient: str, identifier: str) -> dict:
-    return {
-        "resourceType": "Observation",
-        "identifier": [{"system": "urn:lab", "value": identifier}],
-        "status": "final",
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "laboratory",
-                    }
-                ]
-            }
-        ],
-        "code": {"coding": [{"system": "http://loinc.org", "code": "751-8"}]},
-        "subject": {"reference": f"Patient/{patient}"},
-        "effectiveDateTime": COLLECTED,
-        "valueQuantity": {"value": 0.9, "system": "http://unitsofmeasure.org", "code": "10*9/L"},
-        "referenceRange": [{"low": {"value": 1.8}, "high": {"value": 6.3}}],
-        "extension": [
-            {
-                "url": "https://safetymon.example/fhir/StructureDefinition/study-visit",
-                "valueString": "C2D1",
-            }
-        ],
-    }
 
 
 def sdtm_row(usubjid: str, seq: int) -> dict:
@@ -190,12 +148,12 @@ async def test_json_an_sh02_event_from_the_gz01_sender_is_403_and_nothing_is_pub
 async def test_fhir_an_sh02_observation_from_the_gz01_sender_is_403_forbidden(
     settings: Settings,
 ) -> None:
-    observation = fhir_observation(SH02["patient"], "fhir-sh-1")
+    observation = fhir_observation(SH02["patient"], identifier="fhir-sh-1")
     bundle = {
         "resourceType": "Bundle",
         "type": "batch",
         "entry": [
-            {"resource": fhir_observation(GZ01["patient"], "fhir-gz-1")},
+            {"resource": fhir_observation(GZ01["patient"], identifier="fhir-gz-1")},
             {"resource": observation},
         ],
     }
@@ -218,7 +176,7 @@ async def test_fhir_an_sh02_observation_from_the_gz01_sender_is_403_forbidden(
 async def test_hl7_over_http_an_sh02_message_with_the_gz01_token_is_rejected(
     settings: Settings,
 ) -> None:
-    message = hl7_oru("SH02-LAB", SH02["patient"], "HL7-SH-1")
+    message = hl7_oru(SH02["patient"], facility="SH02-LAB", control_id="HL7-SH-1")
     content = {"content-type": HL7_MEDIA_TYPE}
     async with running(create_app(settings)) as client:
         refused = await client.post("/v1/hl7", content=message, headers=LIS_GZ01 | content)
