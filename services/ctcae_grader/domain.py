@@ -67,7 +67,7 @@ def step(
     cycle_days, histories = protocol.regimen.cycle_length_days, lab_histories(protocol)
     references = None if refs is None else (refs.lln, refs.uln)
     state = apply(state, event, cycle_days, histories, references)
-    if isinstance(event, LabResultReported) and refs is not None:
+    if refs is not None:  # (a lab result)
         graded = grade_lab_event(event, refs)
         state = state.with_grades({g.payload.term: g.payload.grade for g in graded})
     state, outcomes = apply_rules(protocol, state, event)

@@ -1,4 +1,4 @@
-"""Scratch databases for the demo's tools, the tests and the benchmarks."""
+"""Scratch databases for the tests and the benchmarks."""
 
 import uuid
 from collections.abc import AsyncIterator
