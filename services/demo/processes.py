@@ -68,15 +68,24 @@ class Services:
             for service, url in self.urls.items():
                 while True:
                     if self.processes[service].poll() is not None:
-                        raise RuntimeError(f"{service} exited; see {self.log_dir}/{service}.log")
+                        exited = f"{service} exited at start-up"
+                        raise RuntimeError(f"{exited}: {self._log_tail(service)}")
                     try:
                         if (await client.get(f"{url}/health")).status_code == 200:
                             break
                     except httpx.HTTPError:
                         pass
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"{service} not healthy after {timeout_s:.0f} s")
+                        late = f"{service} not healthy after {timeout_s:.0f} s"
+                        raise RuntimeError(f"{late}: {self._log_tail(service)}")
                     await asyncio.sleep(0.3)
+
+    def _log_tail(self, service: str, lines: int = 15) -> str:
+        """The end of the service's log, for the error (a test run's logs are overwritten by the
+        next run's; the error stays in its report)."""
+        log = self.log_dir / f"{service}.log"
+        tail = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
+        return f"{log}, ending:\n" + "\n".join(tail)
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, int]:
         """SIGTERM every service, as an orchestrator would; the exit codes, by service."""
