@@ -14,12 +14,17 @@ the clinical-events topic of three topic namespaces. Then, each in a process of 
   codec     the same loop, each record decoded into its event model and encoded again (what
             any consumer of the event envelope pays before doing anything with an event);
   grader    the grader service as deployed (`safetymon serve grader`): decodes, grades, applies
-            the protocol, publishes grades, decisions and alerts.
+            the protocol, publishes grades, decisions and alerts;
+  scale-out two graders started together in one consumer group, the topic's partitions shared
+            between them (how the grader is scaled: deploy/k8s/base/grader-hpa.yaml); the
+            rebalance as the second joins and its rebuild of the partitions it takes over
+            are part of what is measured.
 
-All three are measured the same way from outside: the consumer group's committed offsets read every
+All are measured the same way from outside: the consumer group's committed offsets read every
 50 ms, events per second from its first commit to the last (start-up and group join left out).
-The grader's rate is also given as a ratio of the baseline's (target >= 0.5). `--profile DIR`
-runs the grader under py-spy (a flame graph, or collapsed stacks with --profile-raw).
+The grader's rate is also given as a ratio of the baseline's (target >= 0.5), the two graders'
+as a ratio of the one's. `--profile DIR` runs the (single) grader under py-spy (a flame graph,
+or collapsed stacks with --profile-raw).
 """
 
 import argparse
@@ -139,26 +144,26 @@ async def carry(settings: Settings, total: int, codec: bool = False) -> None:
         await producer.stop()
 
 
+Consumer = tuple[list[str], dict[str, str], Path]  # command, environment, log file
+
+
 async def run_side(
-    settings: Settings,
-    records: list[Record],
-    group: str,
-    command: list[str],
-    env: dict[str, str],
-    log: Path,
+    settings: Settings, records: list[Record], group: str, *consumers: Consumer
 ) -> float:
-    """Fill a topic namespace's clinical events with `records`, start `command` (a consumer in
-    `group`) and measure the rate it takes them at."""
+    """Fill a topic namespace's clinical events with `records`, start the `consumers` (processes
+    in `group`) together and measure the rate the group takes the events at."""
     await ensure_topics(settings)
     await produce(settings, settings.topic(CLINICAL_EVENTS), records)
-    process = start(command, env, log)
+    processes = [start(command, env, log) for command, env, log in consumers]
     try:
         topic = settings.topic(CLINICAL_EVENTS)
         group_id = settings.consumer_group(group)
         return await asyncio.wait_for(take_rate(settings, group_id, topic, len(records)), 1800)
     finally:
-        process.send_signal(signal.SIGINT)  # a clean stop for the service and for py-spy
-        process.wait(timeout=60)
+        for process in processes:
+            process.send_signal(signal.SIGINT)  # a clean stop for the service and for py-spy
+        for process in processes:
+            process.wait(timeout=60)
 
 
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -183,8 +188,13 @@ def grader_command(settings: Settings, port: int) -> tuple[list[str], dict[str, 
     return [sys.executable, "-m", "services.cli", "serve", "grader"], env
 
 
-async def _count(settings: Settings, topic: str) -> int:
-    return sum([len(batch) async for batch in read_to_end(settings, topic)])
+async def _published(settings: Settings, topic: str) -> int:
+    """The distinct events on `topic` (a batch delivered again after a rebalance may have
+    some published twice, with the same ids)."""
+    ids = set()
+    async for batch in read_to_end(settings, topic):
+        ids.update(decode_event(record.value).event_id for record in batch)
+    return len(ids)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -200,14 +210,11 @@ async def run(args: argparse.Namespace) -> int:
     logs = ROOT / ".local" / "bench-grader"
     logs.mkdir(parents=True, exist_ok=True)
     raw = scoped(settings, "passthrough")
-    baseline = await run_side(
-        raw, records, PASSTHROUGH_GROUP, carry_command(raw, n), dict(os.environ), logs / "carry.log"
-    )
+    carrier = (carry_command(raw, n), dict(os.environ), logs / "carry.log")
+    baseline = await run_side(raw, records, PASSTHROUGH_GROUP, carrier)
     codec = scoped(settings, "codec")
-    command = carry_command(codec, n, "--codec")
-    decoded = await run_side(
-        codec, records, PASSTHROUGH_GROUP, command, dict(os.environ), logs / "codec.log"
-    )
+    carrier = (carry_command(codec, n, "--codec"), dict(os.environ), logs / "codec.log")
+    decoded = await run_side(codec, records, PASSTHROUGH_GROUP, carrier)
     graded = scoped(settings, "grader")
     command, env = grader_command(graded, free_port())
     if args.profile is not None:
@@ -215,12 +222,16 @@ async def run(args: argparse.Namespace) -> int:
         raw_format = ["--format", "raw"] if args.profile_raw else []
         out = args.profile / ("grader.txt" if args.profile_raw else "grader.svg")
         command = ["py-spy", "record", "--rate", "50", *raw_format, "-o", str(out), "--", *command]
-    grader = await run_side(graded, records, "grader", command, env, logs / "grader.log")
-    assessments = await _count(graded, graded.topic(ASSESSMENTS))
-    alerts = await _count(graded, graded.topic(ALERTS))
+    grader = await run_side(graded, records, "grader", (command, env, logs / "grader.log"))
+    assessments = await _published(graded, graded.topic(ASSESSMENTS))
+    alerts = await _published(graded, graded.topic(ALERTS))
     if assessments == 0:
         print(f"the grader published nothing: see {logs}/grader.log", file=sys.stderr)
         return 1
+    shared = scoped(settings, "scale-out")
+    graders = [(*grader_command(shared, free_port()), logs / f"grader-{i}.log") for i in (1, 2)]
+    scaled = await run_side(shared, records, "grader", *graders)
+    scaled_out = await _published(shared, shared.topic(ASSESSMENTS))
     figures = [
         Figure("raw aiokafka consume -> produce -> commit", baseline, "events/s"),
         Figure(
@@ -239,6 +250,14 @@ async def run(args: argparse.Namespace) -> int:
             target=0.5,
             target_on="ratio",
             notes={"assessments_out": assessments, "alerts_out": alerts},
+        ),
+        Figure(
+            "two graders sharing the topic's partitions",
+            scaled,
+            "events/s",
+            baseline="one grader",
+            baseline_value=grader,
+            notes={"assessments_out": scaled_out, "cpus": os.cpu_count()},
         ),
     ]
     params = {"subjects": args.subjects, "cycles": args.cycles, "events": n}

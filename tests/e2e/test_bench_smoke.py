@@ -37,6 +37,9 @@ def test_the_runner_runs_each_benchmark_small_and_writes_its_figures(
     assert through_kafka["notes"]["assessments_out"] > 0
     codec = grader["the same, each event decoded and encoded again"]
     assert codec["baseline"] == "raw pass-through" and codec["ratio"] > 0
+    scaled = grader["two graders sharing the topic's partitions"]
+    assert scaled["baseline"] == "one grader" and scaled["ratio"] > 0
+    assert scaled["notes"]["assessments_out"] == through_kafka["notes"]["assessments_out"]
     assert "grader through Kafka" in done.stdout and "target >= 0.5x baseline" in done.stdout
 
     # One benchmark again: latest.json keeps the other's figures, each with its own time.
