@@ -16,12 +16,12 @@ _handed_out: set[int] = set()
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now and that no earlier call in
     this process returned (two servers started together never get the same one)."""
-    for _ in range(_ATTEMPTS):
-        port = random.choice(SERVER_PORTS)
+    candidates = random.sample(SERVER_PORTS, min(len(SERVER_PORTS), _ATTEMPTS))
+    for port in candidates:
         if port not in _handed_out and _bindable(port):
             _handed_out.add(port)
             return port
-    raise OSError(f"no free port in {SERVER_PORTS!r} after {_ATTEMPTS} attempts")
+    raise OSError(f"no free port in {SERVER_PORTS!r}: {len(candidates)} tried")
 
 
 def _bindable(port: int) -> bool:
