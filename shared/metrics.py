@@ -60,6 +60,12 @@ DOSE_DECISIONS = Counter(
 ALERTS_RAISED = Counter(
     "safetymon_alerts_raised_total", "Alerts raised by the grader", ["severity", "rule_id"]
 )
+STATE_REBUILDS = Histogram(
+    "safetymon_grader_state_rebuild_seconds",
+    "Rebuilds of a partition's subject state from the log (at start-up, on taking a partition "
+    "over, after a gap); each must end within the consumer's max.poll.interval (300 s)",
+    buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 120, 180, 240, 300, 600),
+)
 
 # --- alerts ---------------------------------------------------------------------------------
 ALERTS_STORED = Counter(

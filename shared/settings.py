@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     topic_namespace: str = Field("", validation_alias="TOPIC_NAMESPACE")
     topic_partitions: int = Field(6, ge=1, validation_alias="TOPIC_PARTITIONS")
     topic_replication_factor: int = Field(1, ge=1, validation_alias="TOPIC_REPLICATION_FACTOR")
+    # A consumer that does not poll again within this is evicted from its group (its partitions
+    # go to another member): a batch's handling, the grader's state rebuild included, must end
+    # within it. Longer: a slower rebuild fits; a hung consumer keeps its partitions longer.
+    consumer_max_poll_interval_s: int = Field(
+        300, ge=10, validation_alias="CONSUMER_MAX_POLL_INTERVAL_S"
+    )
 
     database_url: str = Field(
         "sqlite+aiosqlite:///.local/safetymon.db", validation_alias="DATABASE_URL"

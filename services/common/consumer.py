@@ -84,7 +84,7 @@ def subscribe(
         group_id=group,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        max_poll_interval_ms=300_000,
+        max_poll_interval_ms=settings.consumer_max_poll_interval_s * 1000,
     )
     async def consume(message: KafkaMessage) -> None:
         record = message.raw_message
@@ -232,7 +232,7 @@ def subscribe_batch(
         group_id=group,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        max_poll_interval_ms=300_000,
+        max_poll_interval_ms=settings.consumer_max_poll_interval_s * 1000,
         batch=True,
         max_records=max_records,
         batch_timeout_ms=wait_ms,

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -44,6 +45,7 @@ from shared.metrics import (
     DOSE_DECISIONS,
     INGEST_TO_GRADED,
     LABS_GRADED,
+    STATE_REBUILDS,
 )
 from shared.protocol import Protocol, study_protocol
 from shared.reference_ranges import ReferenceRangeTable, load_reference_ranges
@@ -52,6 +54,9 @@ from shared.topics import ALERTS, ASSESSMENTS, CLINICAL_EVENTS
 
 log = logging.getLogger(__name__)
 GROUP = "grader"
+# Of the consumer's poll interval: a rebuild taking longer is logged as a warning (the alert rule
+# SafetymonGraderStateRebuildSlow warns at 2 minutes, 0.4 of the default 5).
+REBUILD_WARNING_FRACTION = 0.4
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -182,6 +187,7 @@ class Grader:
     async def _current_state(self, partition: int, offset: int) -> None:
         if self.staged_applied.get(partition, self.applied.get(partition)) == offset:
             return
+        started = time.perf_counter()
         replayed: dict[str, SubjectLedger] = {}
         parked = await dead_lettered_offsets(self.settings, self.group, self.topic, partition)
         async for records in read_partition(self.settings, self.topic, partition, offset):
@@ -195,11 +201,25 @@ class Grader:
         self.ledgers.update(replayed)
         self.partition_of.update(dict.fromkeys(replayed, partition))
         self.applied[partition] = self.staged_applied[partition] = offset
-        log.info(
-            "partition %d state rebuilt below offset %d: %d subjects",
+        self._rebuilt(partition, offset, len(replayed), time.perf_counter() - started)
+
+    def _rebuilt(self, partition: int, offset: int, subjects: int, took: float) -> None:
+        STATE_REBUILDS.observe(took)
+        # Past the poll interval the grader is evicted from its group mid-rebuild, and whoever
+        # takes the partition over starts the same rebuild again: warn well before.
+        interval = self.settings.consumer_max_poll_interval_s
+        slow = took > REBUILD_WARNING_FRACTION * interval
+        log.log(
+            logging.WARNING if slow else logging.INFO,
+            "partition %d state rebuilt below offset %d in %.1f s: %d subjects%s",
             partition,
             offset,
-            len(replayed),
+            took,
+            subjects,
+            f"; near the consumer's poll interval ({interval} s): see the runbook's "
+            "SafetymonGraderStateRebuildSlow"
+            if slow
+            else "",
         )
 
     def replay(self, into: dict[str, SubjectLedger], raw: bytes) -> None:

@@ -1,6 +1,7 @@
 """The grader's patient state is folded from the event log and survives a restart."""
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.ctcae_grader.app import create_app
 from shared.events import DoseDecisionMade, LabGraded
@@ -29,9 +30,13 @@ async def test_a_restarted_grader_still_knows_the_subjects_enrolment(settings: S
         source_message_id="after-restart-creat",
     )
     low_anc = lab("ANC", 0.9, day=1, source_message_id="after-restart-anc")
+    rebuilds_before = REGISTRY.get_sample_value("safetymon_grader_state_rebuild_seconds_count")
     async with running(create_app(settings)):
         await produce_events(boot, clinical, [creatinine, low_anc])
         records = await read_topic(boot, settings.topic(ASSESSMENTS), lambda r: len(r) >= 5)
+    # The subject's partition was rebuilt from the log first, and that was timed.
+    rebuilds = REGISTRY.get_sample_value("safetymon_grader_state_rebuild_seconds_count")
+    assert rebuilds is not None and rebuilds == (rebuilds_before or 0) + 1
 
     events = events_of(records)
     (creatinine_grade,) = [
