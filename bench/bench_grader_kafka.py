@@ -7,7 +7,7 @@ messages, on the same broker in the same run; prints figures, no asserts.
 Needs the local broker (`bash scripts/kafka start`; KAFKA_BOOTSTRAP_SERVERS as it prints). The
 demo cohort of `--subjects` subjects over `--cycles` cycles (enrolment, doses, lab panels, adverse
 events: the events ingest publishes for them, ~93 per subject) is encoded once and written to
-the clinical-events topic of three topic namespaces. Then, each in a process of its own:
+the clinical-events topic of four topic namespaces. Then, each in processes of its own:
 
   baseline  a plain aiokafka loop: fetch up to 500 records, produce each again to an output
             topic keyed as it came (acks=all, idempotent), await the acknowledgements, commit;
