@@ -246,7 +246,7 @@ async def run(args: argparse.Namespace) -> int:
             "raw aiokafka consume -> produce -> commit",
             baseline,
             "events/s",
-            notes={"first_and_last_run": [round(b, 1) for b in baselines]},
+            notes={"first_and_last_run": baselines},
         ),
         Figure(
             "the same, each event decoded and encoded again",
