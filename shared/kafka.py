@@ -21,6 +21,7 @@ from aiokafka.errors import (
     for_code,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -296,10 +297,13 @@ def _log_reader(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-async def read_to_end(settings: Settings, topic: str) -> AsyncIterator[list[ConsumerRecord]]:
-    """Every record of `topic` up to its end at the time of the call, in batches; within a
-    partition in log order."""
-    partitions = [TopicPartition(topic, p) for p in await _partitions_of(settings, topic)]
+async def read_to_end(
+    settings: Settings, topic: str, only: int | None = None
+) -> AsyncIterator[list[ConsumerRecord]]:
+    """Every record of `topic` (of its partition `only`) up to its end at the time of the call,
+    in batches; within a partition in log order."""
+    numbers = await _partitions_of(settings, topic) if only is None else [only]
+    partitions = [TopicPartition(topic, p) for p in numbers]
     reader = _log_reader(settings)
     await reader.start()
     try:
@@ -319,15 +323,26 @@ async def read_to_end(settings: Settings, topic: str) -> AsyncIterator[list[Cons
 
 
 async def read_subject_events(settings: Settings, topic: str, subject_id: str) -> list[bytes]:
-    """Every record of one subject on `topic`, in log order, up to the end at the time of the call
-    (records are keyed by subject id, so they sit in one partition)."""
+    """Every record of one subject on `topic`, in log order, up to the end at the time of the call.
+    Records are keyed by subject id, so they all sit in the partition the key gives: only that
+    one is read (a whole topic is every subject's)."""
     key = subject_id.encode()
+    partition = partition_of_key(key, await _partitions_of(settings, topic))
     return [
         record.value
-        async for batch in read_to_end(settings, topic)
+        async for batch in read_to_end(settings, topic, partition)
         for record in batch
         if record.key == key
     ]
+
+
+def partition_of_key(key: bytes, partitions: list[int]) -> int:
+    """The partition a record keyed `key` goes to: Kafka's default partitioner (murmur2 of the
+    key, as the Java clients and aiokafka's producers, which publish every event here, use)."""
+    return _KEYED(key, partitions, partitions)
+
+
+_KEYED = DefaultPartitioner()
 
 
 async def _partitions_of(settings: Settings, topic: str) -> list[int]:
