@@ -146,11 +146,11 @@ async def carry(settings: Settings, total: int, codec: bool = False) -> None:
         await producer.stop()
 
 
-Consumer = tuple[list[str], dict[str, str], Path]  # command, environment, log file
+ConsumerProcess = tuple[list[str], dict[str, str], Path]  # command, environment, log file
 
 
 async def run_side(
-    settings: Settings, records: list[Record], group: str, *consumers: Consumer
+    settings: Settings, records: list[Record], group: str, *consumers: ConsumerProcess
 ) -> float:
     """Fill a topic namespace's clinical events with `records`, start the `consumers` (processes
     in `group`) together and measure the rate the group takes the events at."""

@@ -91,7 +91,7 @@ PUBLISH_BATCH = 10_000
 EXPLAINED = 8  # subjects whose explain is checked
 LOG_DIR = ROOT / ".local" / "bench-grader-memory"
 REBUILT = re.compile(
-    r"partition (\d+) state rebuilt below offset (\d+) in (?:[\d.]+) s: (\d+) subjects"
+    r"partition (\d+) state rebuilt below offset (\d+) in [\d.]+ s: (\d+) subjects"
 )
 
 

@@ -298,11 +298,11 @@ def _log_reader(settings: Settings) -> AIOKafkaConsumer:
 
 
 async def read_to_end(
-    settings: Settings, topic: str, only: int | None = None
+    settings: Settings, topic: str, partition: int | None = None
 ) -> AsyncIterator[list[ConsumerRecord]]:
-    """Every record of `topic` (of its partition `only`) up to its end at the time of the call,
+    """Every record of `topic` (of that one `partition`) up to its end at the time of the call,
     in batches; within a partition in log order."""
-    numbers = await _partitions_of(settings, topic) if only is None else [only]
+    numbers = await _partitions_of(settings, topic) if partition is None else [partition]
     partitions = [TopicPartition(topic, p) for p in numbers]
     reader = _log_reader(settings)
     await reader.start()

@@ -63,7 +63,8 @@ ALERTS_RAISED = Counter(
 STATE_REBUILDS = Histogram(
     "safetymon_grader_state_rebuild_seconds",
     "Rebuilds of a partition's subject state from the log (at start-up, on taking a partition "
-    "over, after a gap); each must end within the consumer's max.poll.interval (300 s)",
+    "over, after a gap); each must end within the consumers' poll interval "
+    "(CONSUMER_MAX_POLL_INTERVAL_S, 300 s by default)",
     buckets=(0.1, 0.5, 1, 5, 15, 30, 60, 120, 180, 240, 300, 600),
 )
 
